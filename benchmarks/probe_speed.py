@@ -1,0 +1,289 @@
+"""Speed and memory of the memory probe, each measured side by side in one run (ratios, not absolute claims).
+
+Model: CharLM 2-layer LSTM-320 (untrained: speed does not depend on the weights), tiny-shakespeare
+in batches of 64 x 128 characters, lags 1..10, probed states layer1.c and layer2.c (20 decoders).
+
+(a) multi-head vs naive probe training, same S batches (``--steps``), same 1024 sampled positions
+    per batch (identical indices), one hidden layer of width W. Naive: 20 separate decoders
+    ``Linear(D,W)-ReLU-Linear(W,C)``, each with its own Adam and its own loop over the S batches,
+    re-reading the frozen states (``source.states(batch)``) every step. Multi-head: one loop, states
+    computed once per batch, all lags of a state as one ``BatchedMLPHeads`` step (K=10). The naive
+    loops are identical per decoder, so ``--naive-decoders`` of the 20 (spread over layers and
+    lags) are run and their time scaled linearly to 20; the output says when it is.
+(b) achieved FLOP rate of one heads training step (forward, backward, Adam; K=10, D=320, C=31,
+    N=4096 precomputed positions, no LM) as a fraction of ``torch.mm([N,D] @ [D,K*W])`` timed in
+    alternation with it; FLOPs counted as 3 x the forward ``flops_per_position * N``; medians.
+(c) peak RSS of ``memsig.probe`` (width 256, 1 epoch) on 100k and 400k training characters, each
+    in a fresh subprocess (this script with ``--_memory-child``), read from ``ru_maxrss``.
+(d) quick ridge signature vs the MLP signature (2 epochs) on 300k characters with a trained model
+    (``--ckpt``, else a 2-layer LSTM-128 trained for ``--train-seconds``): the speed-up, and the
+    Spearman correlation of per-symbol recall between the two for each state and lag <= 5.
+
+    python benchmarks/probe_speed.py [--ckpt PATH] [--skip a,b,c,d] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import memsig
+from memsig.data import TextCorpus, TextDataModule
+from memsig.models import CharLM, load_model
+from memsig.probe.heads import BatchedMLPHeads
+from memsig.probe.targets import LeftContext, lag_targets
+from memsig.resolvers import data_dir
+from memsig.vocab import Vocab
+
+LAGS = list(range(1, 11))
+STATES = ["layer1.c", "layer2.c"]
+D, C = 320, 31
+Batch = tuple[dict[str, Any], Tensor, Tensor]  # LM batch, sampled flat positions [P], lag targets [P, K]
+Row = tuple[str, str, str, bool]  # summary: what, measured, target, pass
+
+
+def datamodule(vocab: Vocab, max_chars: int | None = None) -> TextDataModule:
+    dm = TextDataModule(TextCorpus(str(data_dir() / "shakespeare" / "tinyshakespeare.txt")), vocab,
+                        batch_size=64, seq_len=128, max_chars=max_chars)
+    dm.setup()
+    return dm
+
+
+def lm(vocab: Vocab) -> CharLM:
+    torch.manual_seed(0)
+    return CharLM(vocab, num_layers=2, hidden_size=D, embedding_size=64).eval()
+
+
+def heads_loss(heads: BatchedMLPHeads, x: Tensor, y: Tensor) -> Tensor:
+    """Sum over the K heads of each head's mean cross-entropy (all positions valid for every lag)."""
+    logits = heads(x)  # [K, N, C]
+    return F.cross_entropy(logits.flatten(0, 1), y.T.flatten()) * logits.shape[0]
+
+
+def sampled_batches(dm: TextDataModule, steps: int, positions: int) -> list[Batch]:
+    """The first ``steps`` train batches with ``positions`` sampled positions where every lag has a target."""
+    data, ctx, gen = dm.dataset("train"), LeftContext(max(LAGS)), torch.Generator().manual_seed(0)
+    out = []
+    for i in range(steps):
+        b = data[i]
+        y, v = lag_targets(ctx.extend("train", b["inputs"], b["carry"]), b["history"], b["mask"], LAGS)
+        ok = v.all(-1).flatten().nonzero().squeeze(1)
+        idx = ok[torch.randperm(len(ok), generator=gen)[:positions]]
+        out.append((b, idx, y.flatten(0, 1)[idx]))
+    return out
+
+
+def naive_seconds(model: CharLM, batches: list[Batch], width: int, decoders: list[tuple[str, int]]) -> float:
+    """Each decoder (state, lag index): its own Adam and its own loop, re-reading the states."""
+    start = time.perf_counter()
+    for state, k in decoders:
+        dec = nn.Sequential(nn.Linear(D, width), nn.ReLU(), nn.Linear(width, C))
+        opt = torch.optim.Adam(dec.parameters(), lr=1e-3)
+        for b, idx, y in batches:
+            x = model.states(b).states[state].flatten(0, 1)[idx]
+            loss = F.cross_entropy(dec(x), y[:, k])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def multi_seconds(model: CharLM, batches: list[Batch], width: int) -> float:
+    """One loop: states once per batch, one BatchedMLPHeads (K lags) per state, one Adam."""
+    heads = {s: BatchedMLPHeads(len(LAGS), D, width, 1, C) for s in STATES}
+    opt = torch.optim.Adam([p for h in heads.values() for p in h.parameters()], lr=1e-3)
+    start = time.perf_counter()
+    for b, idx, y in batches:
+        sb = model.states(b)
+        loss = sum(heads_loss(h, sb.states[s].flatten(0, 1)[idx], y) for s, h in heads.items())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def bench_a(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
+    model, batches = lm(vocab), sampled_batches(datamodule(vocab), args.steps, 1024)
+    every = [(s, k) for s in STATES for k in range(len(LAGS))]
+    subset = [every[round(i * len(every) / args.naive_decoders)] for i in range(args.naive_decoders)]
+    scale = len(every) / len(subset)
+    multi_seconds(model, batches[:2], 64)  # warm-up (first LSTM calls, allocator)
+    note = f"; naive measured on {len(subset)} of {len(every)} decoders, time scaled x{scale:g}" if scale != 1 else ""
+    print(f"\n(a) probe training, S={args.steps} batches, 1024 positions/batch, {len(every)} decoders "
+          f"({len(STATES)} states x {len(LAGS)} lags){note}")
+    print(f"{'width':>6}{'multi s':>10}{'naive s (measured)':>20}{'naive s (x20)':>15}{'speed-up':>10}")
+    speedup = {}
+    for w in (64, 256, 1024):
+        multi, naive = multi_seconds(model, batches, w), naive_seconds(model, batches, w, subset)
+        speedup[w] = naive * scale / multi
+        print(f"{w:>6}{multi:>10.2f}{naive:>20.2f}{naive * scale:>15.2f}{speedup[w]:>9.1f}x", flush=True)
+    return [("(a) multi-head speed-up, W=256", f"{speedup[256]:.1f}x", ">= 4x", speedup[256] >= 4)]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_b(args: argparse.Namespace) -> list[Row]:
+    n, k = 4096, len(LAGS)
+    print(f"\n(b) heads training step vs torch.mm [N,D]@[D,K*W], N={n} K={k} D={D} C={C}, "
+          f"median of {args.reps} alternating reps")
+    print(f"{'width':>6}{'heads GFLOP/s':>15}{'mm GFLOP/s':>12}{'fraction':>10}")
+    fraction = {}
+    for w in (64, 256, 1024):
+        torch.manual_seed(0)
+        heads = BatchedMLPHeads(k, D, w, 1, C)
+        opt = torch.optim.Adam(heads.parameters(), lr=1e-3)
+        x, y, weight = torch.randn(n, D), torch.randint(0, C, (n, k)), torch.randn(D, k * w)
+
+        def step() -> None:
+            loss = heads_loss(heads, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def mm() -> None:
+            torch.mm(x, weight)
+
+        for _ in range(3):
+            step(), mm()
+        t_step, t_mm = zip(*((timed(step), timed(mm)) for _ in range(args.reps)))
+        heads_rate = 3 * heads.flops_per_position * n / statistics.median(t_step) / 1e9
+        mm_rate = 2 * n * D * k * w / statistics.median(t_mm) / 1e9
+        fraction[w] = heads_rate / mm_rate
+        print(f"{w:>6}{heads_rate:>15.1f}{mm_rate:>12.1f}{fraction[w]:>10.2f}", flush=True)
+    return [("(b) heads FLOP rate / matmul, W=256", f"{fraction[256]:.2f}", ">= 0.75", fraction[256] >= 0.75)]
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def memory_child(chars: int) -> None:
+    vocab = Vocab()
+    model, dm = lm(vocab), datamodule(vocab, chars)
+    before = peak_mib()
+    memsig.probe(model, dm, lags=range(1, 11), width=256, max_epochs=1, controls=[], progress=False)
+    print(json.dumps({"chars": len(dm.ids("train")), "before": before, "peak": peak_mib()}))
+
+
+def bench_c() -> list[Row]:
+    print("\n(c) peak RSS of memsig.probe (width 256, 1 epoch), fresh subprocess each")
+    print(f"{'train chars':>12}{'RSS before probe MiB':>22}{'peak RSS MiB':>14}{'seconds':>9}")
+    peaks = []
+    for chars in (100_000, 400_000):
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--_memory-child", str(chars)],
+                             capture_output=True, text=True, check=True)
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+        peaks.append(rec["peak"])
+        print(f"{rec['chars']:>12,}{rec['before']:>22.0f}{rec['peak']:>14.0f}{time.perf_counter() - start:>9.1f}",
+              flush=True)
+    growth = peaks[1] / peaks[0] - 1
+    print(f"growth of peak RSS from 1x to 4x the data: {growth:+.1%}")
+    return [("(c) peak RSS growth, 4x data", f"{growth:+.1%}", "<= 10%", growth <= 0.10)]
+
+
+def trained_model(args: argparse.Namespace, vocab: Vocab) -> CharLM:
+    if args.ckpt:
+        return load_model(args.ckpt, CharLM)
+    torch.manual_seed(0)
+    model = CharLM(vocab, num_layers=2, hidden_size=128, embedding_size=64, scheduler="none").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    data, i, start = datamodule(vocab).dataset("train"), 0, time.perf_counter()
+    while time.perf_counter() - start < args.train_seconds:
+        loss = model._token_losses(data[i % len(data)], "train").mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        i += 1
+    print(f"trained 2-layer LSTM-128 for {i} steps ({args.train_seconds:.0f} s): last loss {loss.item():.3f} nats")
+    return model.eval()
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as scipy.stats.rankdata)."""
+    order = np.empty(len(x))
+    order[np.argsort(x, kind="stable")] = np.arange(1, len(x) + 1)
+    _, inv = np.unique(x, return_inverse=True)
+    return (np.bincount(inv, order) / np.bincount(inv))[inv]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def bench_d(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
+    model = trained_model(args, vocab)
+    dm = datamodule(vocab, 300_000)
+    print(f"\n(d) quick ridge vs MLP signature (2 epochs), {len(dm.ids('train')):,} train chars, "
+          f"{'checkpoint ' + args.ckpt if args.ckpt else 'model trained above'}")
+    start = time.perf_counter()
+    quick = memsig.probe(model, dm, quick=True, lags=range(1, 11))
+    t_quick = time.perf_counter() - start
+    start = time.perf_counter()
+    mlp = memsig.probe(model, dm, lags=range(1, 11), max_epochs=2, controls=[], progress=False)
+    t_mlp = time.perf_counter() - start
+    speedup = t_mlp / t_quick
+    print(f"quick {t_quick:.1f} s, MLP {t_mlp:.1f} s: speed-up {speedup:.1f}x")
+    print(f"{'state':>10}{'lag':>5}{'symbols':>9}{'acc quick':>11}{'acc MLP':>9}{'spearman':>10}")
+    rhos = []
+    for si, state in enumerate(mlp.states):
+        qi = quick.states.index(state)
+        for ki, lag in enumerate(mlp.lags[:5]):
+            a, b = quick.recall[qi, ki], mlp.recall[si, ki]
+            ok = ~np.isnan(a) & ~np.isnan(b)
+            rhos.append(spearman(a[ok], b[ok]))
+            print(f"{state:>10}{lag:>5}{ok.sum():>9}{quick.accuracy[qi, ki]:>11.3f}{mlp.accuracy[si, ki]:>9.3f}"
+                  f"{rhos[-1]:>10.3f}")
+    return [("(d) quick signature speed-up", f"{speedup:.1f}x", ">= 20x", speedup >= 20),
+            ("(d) min Spearman of recall, lag <= 5", f"{min(rhos):.3f}", ">= 0.8", min(rhos) >= 0.8)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", help="trained CharLM checkpoint for (d)")
+    ap.add_argument("--skip", default="", help="comma-separated measurements to skip: a,b,c,d")
+    ap.add_argument("--steps", type=int, default=10, help="batches S of (a)")
+    ap.add_argument("--naive-decoders", type=int, default=2, help="naive decoders run in (a), scaled to 20")
+    ap.add_argument("--reps", type=int, default=10, help="timed repetitions of (b)")
+    ap.add_argument("--train-seconds", type=float, default=40, help="training time of the (d) model without --ckpt")
+    ap.add_argument("--_memory-child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    warnings.filterwarnings("ignore")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if args._memory_child:
+        memory_child(args._memory_child)
+        return
+    vocab, skip = Vocab(), set(args.skip.split(","))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows: list[Row] = []
+    rows += bench_a(args, vocab) if "a" not in skip else []
+    rows += bench_b(args) if "b" not in skip else []
+    rows += bench_c() if "c" not in skip else []
+    rows += bench_d(args, vocab) if "d" not in skip else []
+    print(f"\n{'target':<40}{'measured':>10}{'target':>10}  result")
+    for what, measured, target, ok in rows:
+        print(f"{what:<40}{measured:>10}{target:>10}  {'PASS' if ok else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Text corpora as train/dev/test lists of segments.
+
+A *segment* is one unit of text of the corpus' own (a line of a play, a sentence of the
+WSJ). Corpora return raw segments; the :class:`~memsig.vocab.Vocab` normalises them.
+Every corpus here is deterministic: the same files and settings give the same splits.
+
+=====================  ==============================================================
+``TextCorpus``          any plain-text file or folder; one segment per non-blank line
+``ShakespeareWorks``    the complete works (okfn Gutenberg archive), one segment per line
+``PTBCorpus``           Penn Treebank LM text (Mikolov's split), official splits
+``WSJCorpus``           the LDC WSJ layout (SI-284 / dev93 / eval92), see ``wsj.py``
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from memsig.data.io import CorpusError, ensure_file, read_text
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Raw text segments of each split, in corpus order."""
+
+    train: list[str]
+    dev: list[str]
+    test: list[str]
+
+    def __getitem__(self, split: str) -> list[str]:
+        if split not in ("train", "dev", "test"):
+            raise KeyError(f"unknown split {split!r}; expected train, dev or test")
+        return getattr(self, split)
+
+
+class Corpus(ABC):
+    """A source of segmented text with its train/dev/test split."""
+
+    name: str = "corpus"
+
+    @abstractmethod
+    def load(self) -> Splits:
+        """Read the corpus and return its splits."""
+
+
+def lines_of(text: str) -> list[str]:
+    """Non-blank lines of a text, stripped."""
+    return [s for s in (line.strip() for line in text.splitlines()) if s]
+
+
+def split_segments(
+    segments: list[str],
+    dev: float = 0.05,
+    test: float = 0.05,
+    method: Literal["tail", "blocks"] = "tail",
+    block: int = 100,
+    seed: int = 0,
+) -> Splits:
+    """Split segments deterministically into train/dev/test.
+
+    ``tail``: train is the first ``1 - dev - test`` share, then dev, then test (the usual
+    split of continuous text such as tiny-shakespeare). ``blocks``: consecutive runs of
+    ``block`` segments are assigned to the splits by a seeded shuffle, so each split
+    samples the whole corpus while text stays continuous inside a block. Order within
+    each split is the corpus order.
+    """
+    if not 0 <= dev < 1 or not 0 <= test < 1 or dev + test >= 1:
+        raise ValueError(f"dev ({dev}) and test ({test}) shares must be in [0, 1) and sum below 1")
+    n = len(segments)
+    if method == "tail":
+        n_dev, n_test = round(n * dev), round(n * test)
+        n_train = n - n_dev - n_test
+        return Splits(segments[:n_train], segments[n_train : n_train + n_dev], segments[n_train + n_dev :])
+    if method != "blocks":
+        raise ValueError(f"unknown split method {method!r}; expected tail or blocks")
+    n_blocks = -(-n // block)
+    order = np.random.default_rng(seed).permutation(n_blocks)
+    n_dev, n_test = round(n_blocks * dev), round(n_blocks * test)
+    which = np.zeros(n_blocks, dtype=np.int8)  # 0 train, 1 dev, 2 test
+    which[order[:n_dev]] = 1
+    which[order[n_dev : n_dev + n_test]] = 2
+    out: list[list[str]] = [[], [], []]
+    for b in range(n_blocks):
+        out[which[b]].extend(segments[b * block : (b + 1) * block])
+    return Splits(*out)
+
+
+class TextCorpus(Corpus):
+    """Any plain-text file, or every ``*.txt`` file of a folder (sorted), one segment per line.
+
+    Args:
+        path: a UTF-8 text file or a folder of them.
+        url, sha256: where to fetch ``path`` when it is missing (single file only).
+        dev, test, method, block, seed: see :func:`split_segments`.
+        pattern: file glob inside a folder.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        url: str | None = None,
+        sha256: str | None = None,
+        dev: float = 0.05,
+        test: float = 0.05,
+        method: Literal["tail", "blocks"] = "tail",
+        block: int = 100,
+        seed: int = 0,
+        pattern: str = "*.txt",
+        name: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.url, self.sha256, self.pattern = url, sha256, pattern
+        self.split_args = dict(dev=dev, test=test, method=method, block=block, seed=seed)
+        self.name = name or self.path.stem
+
+    def files(self) -> list[Path]:
+        if self.path.is_dir():
+            found = sorted(self.path.glob(self.pattern))
+            if not found:
+                raise CorpusError(f"corpus folder {self.path} has no files matching {self.pattern!r}")
+            return found
+        return [ensure_file(self.path, self.url, self.sha256)]
+
+    def load(self) -> Splits:
+        segments: list[str] = []
+        for f in self.files():
+            segments.extend(lines_of(read_text(f)))
+        return split_segments(segments, **self.split_args)
+
+
+class ShakespeareWorks(TextCorpus):
+    """The complete works from the okfn Gutenberg archive (``*_gut.txt`` inside a .tar.gz).
+
+    Files are read in byte order of their names (as ``cat shksprdata/texts/*_gut.txt``)
+    and split in blocks of lines so every play contributes to dev and test.
+    """
+
+    def __init__(self, path: str, method: Literal["tail", "blocks"] = "blocks", **kwargs) -> None:
+        super().__init__(path, method=method, pattern="*_gut.txt", **kwargs)
+        self.name = "shakespeare_complete"
+
+    def load(self) -> Splits:
+        archive = ensure_file(self.path, self.url, self.sha256)
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = sorted(
+                    (m for m in tar.getmembers() if m.isfile() and Path(m.name).match(self.pattern)),
+                    key=lambda m: m.name.encode(),
+                )
+                if not members:
+                    raise CorpusError(f"archive {archive} has no files matching {self.pattern!r}")
+                segments: list[str] = []
+                for m in members:
+                    raw = tar.extractfile(m).read()  # type: ignore[union-attr]
+                    text = _decode(raw, f"{archive}:{m.name}")
+                    segments.extend(lines_of(text))
+        except tarfile.TarError as err:
+            raise CorpusError(f"archive {archive} cannot be read ({err}); re-obtain it (see data README)") from None
+        return split_segments(segments, **self.split_args)
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{where} is not valid UTF-8 (byte {err.start})") from None
+
+
+_PTB_CLITIC = re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)(?= |$)")
+
+
+class PTBCorpus(Corpus):
+    """Penn Treebank LM text (Mikolov's files ``ptb.{train,valid,test}.txt``), official splits.
+
+    Each line is one sentence (segment). Mapping to characters:
+
+    - ``N`` (the treebank's number token) becomes ``number`` (default ``#``);
+    - split clitics are re-attached: ``company 's`` -> ``company's``, ``do n't`` -> ``don't``;
+    - ``<unk>`` (the 10k-vocabulary cut) becomes ``unk`` — by default the empty string,
+      i.e. the token is dropped, so no symbol stands for words the treebank hid. Set it
+      to a character (and add that character to the vocab, e.g. ``vocab.oov=unk``) to keep
+      a marker instead.
+
+    Args:
+        root: folder with the three files.
+        unk, number: replacements for ``<unk>`` and ``N`` (see above).
+        urls, sha256: per split (``train``/``dev``/``test``), where to fetch a missing file.
+    """
+
+    FILES = {"train": "ptb.train.txt", "dev": "ptb.valid.txt", "test": "ptb.test.txt"}
+
+    def __init__(self, root: str, unk: str = "", number: str = "#", urls: dict[str, str] | None = None,
+                 sha256: dict[str, str] | None = None) -> None:
+        self.root = Path(root)
+        self.unk, self.number = unk, number
+        self.urls, self.sha256 = dict(urls or {}), dict(sha256 or {})
+        self.name = "ptb"
+
+    def normalize_line(self, line: str) -> str:
+        """One treebank sentence as plain text (see class docstring)."""
+        tokens = [self.number if t == "N" else self.unk if t == "<unk>" else t for t in line.split()]
+        text = " ".join(t for t in tokens if t)
+        return _PTB_CLITIC.sub(r"\1", text)
+
+    def load(self) -> Splits:
+        out = {}
+        for split, fname in self.FILES.items():
+            path = ensure_file(self.root / fname, self.urls.get(split), self.sha256.get(split))
+            out[split] = [s for s in (self.normalize_line(x) for x in lines_of(read_text(path))) if s]
+        return Splits(**out)

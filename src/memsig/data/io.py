@@ -1,0 +1,94 @@
+"""Reading corpus files with clear errors, and fetching public corpora with a checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class CorpusError(ValueError):
+    """A corpus file is missing, empty, unreadable or malformed. The message names it."""
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_text(path: str | Path, what: str = "corpus file") -> str:
+    """The UTF-8 text of ``path``; a :class:`CorpusError` naming the file otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(
+            f"{what} {path} does not exist. Check the data path (MEMSIG_DATA_DIR or the "
+            "data.* settings) or let the corpus download it (data.corpus.url)."
+        )
+    if path.is_dir():
+        raise CorpusError(f"{what} {path} is a directory; expected a text file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise CorpusError(f"{what} {path} is empty; point the config at a file with text in it")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise CorpusError(
+            f"{what} {path} is not valid UTF-8 (byte {err.start}, line {line}: "
+            f"{raw[max(0, err.start - 10): err.start + 10]!r}). Convert it first, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path} > {path.with_suffix('.utf8' + path.suffix)}`."
+        ) from None
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def ensure_file(path: str | Path, url: str | None = None, sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """Return ``path``, downloading it from ``url`` first when it is missing.
+
+    The download is verified against ``sha256`` (when given) before it is moved into
+    place, so a broken transfer never leaves a corrupt corpus behind. Without a URL,
+    or without a network, a :class:`CorpusError` says where the file was expected.
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    if not url:
+        raise CorpusError(f"corpus file {path} does not exist and no download URL is configured")
+    log.info("downloading %s -> %s", url, path)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (public corpus URL from config)
+            data = resp.read()
+    except OSError as err:
+        raise CorpusError(
+            f"corpus file {path} is missing and downloading it from {url} failed ({err}). "
+            "Download it by hand to that path, or set MEMSIG_DATA_DIR to a folder that has it."
+        ) from None
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise CorpusError(f"download of {url} has sha256 {got}, expected {sha256}; not saved to {path}")
+    atomic_write_bytes(path, data)
+    return path

@@ -1,0 +1,252 @@
+"""Character language model: embedding, a stack of single-layer LSTMs or GRUs, projection.
+
+    logits_{t} = W_P · RNN_L(… RNN_1(W_C · onehot(g_t))) + b_P,   predicting g_{t+1}
+
+The stack is built from one-layer ``nn.LSTM``/``nn.GRU`` modules (fused kernels) so every
+layer's output sequence is available. The LSTM cell state c_t of every position, which
+``nn.LSTM`` does not return, is recomputed from the returned h sequence (see
+:func:`lstm_cell_states`): one matmul for all gates plus an elementwise loop.
+
+Regularisation: ``dropout_embedding`` on W_C's output; ``dropout`` on each layer's output
+(between layers and before W_P); ``dropout_recurrent`` drops entries of each recurrent
+weight matrix W_hh once per batch (weight drop / DropConnect as in AWD-LSTM), the way to
+regularise the state path that keeps the fused kernel.
+
+State interface (:class:`~memsig.states.StateSource`): ``states(batch)`` gives
+``layer{l}.h`` (and ``layer{l}.c`` for LSTM), ``[B, T, hidden_size]``, l = 1 nearest the
+input, aligned with ``batch["inputs"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torchmetrics import MeanMetric
+
+from memsig.states import StateBatch
+from memsig.vocab import Vocab
+
+Cell = Literal["lstm", "gru"]
+LayerState = Tensor | tuple[Tensor, Tensor]  # GRU: h [1, B, H]; LSTM: (h, c)
+LOG2E = 1.0 / math.log(2.0)
+
+
+def lstm_cell_states(layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor) -> Tensor:
+    """Cell states of a one-layer batch-first ``nn.LSTM`` at every position.
+
+    Args:
+        layer: the LSTM (one layer, unidirectional, batch_first).
+        x: ``[B, T, I]`` its input sequence.
+        h: ``[B, T, H]`` its output sequence (as returned for ``x`` from ``(h0, c0)``).
+        h0, c0: ``[B, H]`` the initial state.
+    Returns:
+        ``[B, T, H]`` c_t for every t.
+    """
+    h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
+    gates = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(h_prev, layer.weight_hh_l0, layer.bias_hh_l0)
+    i, f, g, _ = gates.chunk(4, dim=-1)
+    i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
+    ig = i * g
+    c = torch.empty_like(h)
+    c_t = c0
+    for t in range(h.shape[1]):
+        c_t = torch.addcmul(ig[:, t], f[:, t], c_t)
+        c[:, t] = c_t
+    return c
+
+
+class CharLM(L.LightningModule):
+    """Character-level LSTM/GRU language model (a LightningModule and a StateSource).
+
+    Args:
+        vocab: the symbol set (a :class:`Vocab` or its ``to_dict()``).
+        cell: ``lstm`` or ``gru``.
+        num_layers: stacked recurrent layers.
+        hidden_size: units per layer (the paper's kernel size, 80–640).
+        embedding_size: size of W_C's output.
+        dropout_embedding, dropout, dropout_recurrent: see module docstring.
+        lr, weight_decay, betas: AdamW settings.
+        scheduler: ``none``, ``plateau`` (halve the rate when val/loss stops falling) or
+            ``cosine`` (to 0 over the run's estimated steps).
+    """
+
+    ARCH_KEYS = ("cell", "num_layers", "hidden_size", "embedding_size")
+
+    def __init__(
+        self,
+        vocab: Vocab | dict[str, Any],
+        cell: Cell = "lstm",
+        num_layers: int = 1,
+        hidden_size: int = 320,
+        embedding_size: int = 64,
+        dropout_embedding: float = 0.0,
+        dropout: float = 0.0,
+        dropout_recurrent: float = 0.0,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: Literal["none", "plateau", "cosine"] = "plateau",
+    ) -> None:
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"model.cell must be lstm or gru; got {cell!r}")
+        self.vocab = vocab if isinstance(vocab, Vocab) else Vocab.from_dict(dict(vocab))
+        self.save_hyperparameters(ignore=["vocab"], logger=False)
+        self.hparams["vocab"] = self.vocab.to_dict()
+        self.hparams["betas"] = list(betas)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.embedding = nn.Embedding(len(self.vocab), embedding_size)
+        self.layers = nn.ModuleList(
+            rnn(embedding_size if i == 0 else hidden_size, hidden_size, batch_first=True) for i in range(num_layers)
+        )
+        self.projection = nn.Linear(hidden_size, len(self.vocab))
+        self.state_names = [f"layer{i + 1}.{k}" for i in range(num_layers) for k in (("c", "h") if cell == "lstm" else ("h",))]
+        self.state_dims = {name: hidden_size for name in self.state_names}
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self._carried: dict[str, list[LayerState]] = {}
+
+    # ------------------------------------------------------------------ the network
+    def zero_state(self, batch_size: int) -> list[LayerState]:
+        z = self.embedding.weight.new_zeros(1, batch_size, self.hparams.hidden_size)
+        return [(z, z) if self.hparams.cell == "lstm" else z for _ in self.layers]
+
+    def _run_layer(self, i: int, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
+        layer = self.layers[i]
+        p = self.hparams.dropout_recurrent
+        if self.training and p > 0:
+            params = dict(layer.named_parameters())
+            params["weight_hh_l0"] = F.dropout(params["weight_hh_l0"], p)
+            return functional_call(layer, params, (x, state))
+        return layer(x, state)
+
+    def forward(
+        self, inputs: Tensor, state: list[LayerState] | None = None, return_layers: bool = False
+    ) -> tuple[Tensor, list[LayerState], list[tuple[Tensor, Tensor, LayerState]]]:
+        """Run the LM.
+
+        Args:
+            inputs: ``[B, T]`` symbol ids.
+            state: per layer, the state to start from (``None``: zeros).
+            return_layers: also return each layer's ``(input [B,T,I], output [B,T,H], initial state)``.
+        Returns:
+            logits ``[B, T, V]`` for the next symbol, the final state per layer, and the
+            per-layer tuples (empty unless ``return_layers``).
+        """
+        state = state if state is not None else self.zero_state(inputs.shape[0])
+        x = F.dropout(self.embedding(inputs), self.hparams.dropout_embedding, self.training)
+        final, layers = [], []
+        for i in range(len(self.layers)):
+            out, s = self._run_layer(i, x, state[i])
+            if return_layers:
+                layers.append((x, out, state[i]))
+            final.append(s)
+            x = F.dropout(out, self.hparams.dropout, self.training)
+        return self.projection(x), final, layers
+
+    def _start_state(self, batch: dict[str, Any], key: str) -> list[LayerState] | None:
+        """The carried state for a batch that continues its streams, else None (zeros)."""
+        prev = self._carried.get(key) if batch["carry"] else None
+        if prev is None:
+            return None
+        first = prev[0][0] if isinstance(prev[0], tuple) else prev[0]
+        return prev if first.shape[1] == batch["inputs"].shape[0] else None
+
+    def _carry(self, key: str, state: list[LayerState]) -> None:
+        self._carried[key] = [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
+
+    # ----------------------------------------------------------------- state source
+    @torch.no_grad()
+    def states(self, batch: dict[str, Any]) -> StateBatch:
+        """Per-layer states of a batch, frozen (eval mode, no grad); carries state like training.
+
+        Returns a :class:`StateBatch` with ``layer{l}.h`` (and ``layer{l}.c``), ``[B, T, H]``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            logits, final, layers = self(batch["inputs"], self._start_state(batch, "states"), return_layers=True)
+            self._carry("states", final)
+            out: dict[str, Tensor] = {}
+            for i, (x, h, s0) in enumerate(layers, start=1):
+                if self.hparams.cell == "lstm":
+                    out[f"layer{i}.c"] = lstm_cell_states(self.layers[i - 1], x, h, s0[0][0], s0[1][0])
+                out[f"layer{i}.h"] = h
+        finally:
+            self.train(was_training)
+        return StateBatch(out, batch["inputs"], batch["mask"], batch["history"], next_logits=logits)
+
+    def kernel_params(self, name: str) -> int:
+        """Parameters of the kernel (W_ih, W_hh, biases) behind a state, plus W_C for layer 1."""
+        layer = int(name.split(".")[0].removeprefix("layer"))
+        n = sum(p.numel() for p in self.layers[layer - 1].parameters())
+        return n + (self.embedding.weight.numel() if layer == 1 else 0)
+
+    # --------------------------------------------------------------------- training
+    def _token_losses(self, batch: dict[str, Any], key: str) -> Tensor:
+        """Cross-entropy in nats of every real position ``[N]``; carries the state under ``key``."""
+        logits, final, _ = self(batch["inputs"], self._start_state(batch, key))
+        self._carry(key, final)
+        losses = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), reduction="none")
+        return losses[batch["mask"].flatten()]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self._token_losses(batch, "train").mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}: lower model.lr, set "
+                "trainer.gradient_clip_val, or resume from the last good checkpoint (ckpt_path=...)"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/bpc", loss * LOG2E)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.val_loss.update(self._token_losses(batch, "val"))
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.test_loss.update(self._token_losses(batch, "test"))
+
+    def _log_eval(self, stage: str, metric: MeanMetric) -> None:
+        loss = metric.compute()
+        metric.reset()
+        self.log_dict(
+            {f"{stage}/loss": loss, f"{stage}/bpc": loss * LOG2E, f"{stage}/ppl": loss.exp()},
+            prog_bar=True,
+            sync_dist=False,
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_loss)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
+        if hp.scheduler == "none":
+            return {"optimizer": opt}
+        if hp.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+        if hp.scheduler == "cosine":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        raise ValueError(f"model.scheduler must be none, plateau or cosine; got {hp.scheduler!r}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["memsig"] = {"model_class": f"{type(self).__module__}.{type(self).__qualname__}",
+                                "vocab": self.vocab.to_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from memsig.models.checkpoint import check_compatible
+
+        check_compatible(checkpoint, self)

@@ -1,0 +1,73 @@
+"""Loading memsig checkpoints with clear errors instead of shape mismatches.
+
+Every memsig model writes ``checkpoint["memsig"] = {"model_class", "vocab"}``. Loading
+checks the class, the architecture and the symbol set before any weight is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from memsig.vocab import Vocab
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot serve where it was asked to (wrong model, vocab, file)."""
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file from a train run")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); is it a .ckpt file?") from None
+
+
+def _meta(checkpoint: dict[str, Any], where: str) -> dict[str, Any]:
+    meta = checkpoint.get("memsig")
+    if not isinstance(meta, dict) or "model_class" not in meta:
+        raise CheckpointError(f"{where} was not written by a memsig model (no 'memsig' entry); train one with train.py")
+    return meta
+
+
+def check_compatible(checkpoint: dict[str, Any], model: L.LightningModule, where: str = "the checkpoint") -> None:
+    """Raise :class:`CheckpointError` unless ``checkpoint`` can be loaded into ``model``."""
+    meta = _meta(checkpoint, where)
+    mine = f"{type(model).__module__}.{type(model).__qualname__}"
+    if meta["model_class"] != mine:
+        raise CheckpointError(
+            f"{where} holds a {meta['model_class']}, but this run builds a {mine}; "
+            "choose the matching model config (model=...) or another checkpoint"
+        )
+    theirs = checkpoint.get("hyper_parameters", {})
+    arch_keys = getattr(model, "ARCH_KEYS", ())
+    diffs = [f"{k}={theirs.get(k)!r} (checkpoint) vs {model.hparams.get(k)!r} (this run)"
+             for k in arch_keys if theirs.get(k) != model.hparams.get(k)]
+    if diffs:
+        raise CheckpointError(f"{where} has another architecture: {'; '.join(diffs)}; set the model options to match")
+    model.vocab.check_same(Vocab.from_dict(meta["vocab"]), what=where)
+
+
+def load_model(path: str | Path, expected: type[L.LightningModule] | None = None) -> L.LightningModule:
+    """Load a memsig model from a checkpoint file, in eval mode on the CPU.
+
+    Args:
+        path: a ``.ckpt`` written by ``train.py``.
+        expected: raise unless the checkpoint holds this class (or a subclass).
+    """
+    checkpoint = _read(path)
+    meta = _meta(checkpoint, f"checkpoint {path}")
+    module_name, _, cls_name = meta["model_class"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if expected is not None and not issubclass(cls, expected):
+        raise CheckpointError(f"checkpoint {path} holds a {meta['model_class']}, not a {expected.__name__}")
+    model = cls(**checkpoint["hyper_parameters"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

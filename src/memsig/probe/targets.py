@@ -1,0 +1,93 @@
+"""The lag convention, in one place, and the recall targets it defines.
+
+A state ``s_t`` is the state *after* consuming the symbol ``x_t`` (see
+:mod:`memsig.states`). Decoder (δ, l) reads ``s_t`` of layer l and predicts:
+
+============  ===========================================  ========================
+lag δ         target                                       exists where
+============  ===========================================  ========================
+δ ≥ 1         ``x_{t-δ}`` — recall of the past              ``history_t >= δ``
+δ = 0         ``x_t`` — the symbol just consumed            always
+δ ≤ -1        ``x_{t+|δ|}`` — forward prediction            ``t + |δ|`` is in the window
+============  ===========================================  ========================
+
+``history_t`` counts the symbols of the same stream or segment before position t, so in
+the ``stream`` regime a lag may reach back past the start of the current window: the
+:class:`LeftContext` keeps the last ``max_lag`` symbols of every stream from the previous
+batch for exactly that. In the ``segment`` regime ``history_t = t`` and no lag crosses a
+segment's start.
+
+Targets are the input symbols by default; any aligned discrete labels (e.g. the bigram
+ending at each position, :func:`bigram_labels`) work the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class LeftContext:
+    """The last ``size`` labels of every stream of the previous batch, per stage.
+
+    ``extend(key, labels, carry)`` returns ``[B, size + T]`` labels: the remembered
+    context (zeros where there is none — ``history`` masks those) followed by the batch.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._prev: dict[str, Tensor] = {}
+
+    def extend(self, key: str, labels: Tensor, carry: bool) -> Tensor:
+        b = labels.shape[0]
+        prev = self._prev.get(key) if carry else None
+        if prev is None or prev.shape[0] != b:
+            prev = labels.new_zeros(b, self.size)
+        ext = torch.cat([prev, labels], dim=1)
+        self._prev[key] = ext[:, ext.shape[1] - self.size :]
+        return ext
+
+    def reset(self) -> None:
+        self._prev.clear()
+
+
+def lag_targets(ext: Tensor, history: Tensor, mask: Tensor, lags: list[int], common: bool = False) -> tuple[Tensor, Tensor]:
+    """Targets of every lag at every position.
+
+    Args:
+        ext: ``[B, C + T]`` labels, ``C = max(0, max(lags))`` of left context then the window
+            (from :meth:`LeftContext.extend`).
+        history: ``[B, T]`` symbols of history before each position.
+        mask: ``[B, T]`` real positions.
+        lags: the lags δ (see module table).
+        common: keep only positions where *every* lag has a target, so all lags are scored
+            on the same positions.
+    Returns:
+        ``targets [B, T, K]`` long and ``valid [B, T, K]`` bool, K = ``len(lags)``.
+    """
+    b, t = history.shape
+    c = ext.shape[1] - t
+    if c < max(0, max(lags)):
+        raise ValueError(f"left context of {c} symbols is shorter than the largest lag {max(lags)}")
+    pos = torch.arange(t, device=ext.device)
+    targets, valid = [], []
+    for lag in lags:
+        src = pos + c - lag  # index into ext
+        ok = mask.clone()
+        if lag > 0:
+            ok &= history >= lag
+        elif lag < 0:
+            inside = src < c + t
+            ok &= inside.expand(b, t)
+            ok &= mask.gather(1, (src - c).clamp(max=t - 1).expand(b, t))
+        targets.append(ext.gather(1, src.clamp(max=c + t - 1).expand(b, t)))
+        valid.append(ok)
+    targets_, valid_ = torch.stack(targets, -1), torch.stack(valid, -1)
+    if common:
+        valid_ = valid_ & valid_.all(-1, keepdim=True)
+    return targets_, valid_
+
+
+def bigram_labels(ext: Tensor, num_symbols: int) -> Tensor:
+    """Labels of the bigrams ``x_{i-1} x_i`` of a sequence ``[B, N]``: ``[B, N - 1]`` ids ``x_{i-1}·V + x_i``."""
+    return ext[:, :-1] * num_symbols + ext[:, 1:]

@@ -1,0 +1,1 @@
+"""The work behind the Hydra entry points (``train.py``, ``probe.py``)."""

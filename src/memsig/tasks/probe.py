@@ -1,0 +1,189 @@
+"""Probe a trained model's memory: states -> decoders -> signature -> figures (-> W&B).
+
+Writes into the run dir: ``signature.npz`` (:class:`~memsig.probe.signature.Signature`),
+``figures/`` (per-state heatmaps, marginal recall curves; PNG and SVG), the probe's
+``checkpoints/`` (resume with ``probe_ckpt=...``) and the loggers' folders. With the
+wandb logger the heatmaps are logged as images and the signature file plus figures as
+an artifact of type ``signature``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from memsig.data.io import sha256_of
+from memsig.data.text import TextDataModule
+from memsig.models.checkpoint import CheckpointError, load_model
+from memsig.probe.multihead import MultiHeadProbe
+from memsig.probe.signature import Signature
+from memsig.states import StateSource
+from memsig.tasks.utils import instantiate_all, task_overrides, write_json
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(ref: str) -> Path:
+    """A local checkpoint for ``ref``: a ``.ckpt`` path; a train run dir (its best checkpoint,
+    from ``metrics.json``, else ``checkpoints/last.ckpt``); or ``wandb:<artifact ref>`` (downloaded)."""
+    if not ref.startswith("wandb:"):
+        path = Path(ref).expanduser()
+        if not path.is_dir():
+            return path
+        metrics = path / "metrics.json"
+        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+        return Path(best) if best else path / "checkpoints" / "last.ckpt"
+    import wandb
+
+    try:
+        folder = Path(wandb.Api().artifact(ref.removeprefix("wandb:")).download())
+    except Exception as err:  # noqa: BLE001 - wandb raises many types (auth, network, not found)
+        raise CheckpointError(
+            f"could not fetch W&B artifact {ref!r} ({type(err).__name__}: {err}); log in with `wandb login` "
+            "and check the reference (entity/project/name:version), or pass a local path"
+        ) from None
+    found = sorted(folder.rglob("*.ckpt"))
+    if not found:
+        raise CheckpointError(f"W&B artifact {ref!r} holds no .ckpt file")
+    return found[0]
+
+
+def data_config_of_run(ckpt: Path) -> DictConfig:
+    """The ``data`` config of the train run that wrote ``ckpt`` (``<run>/.hydra/config.yaml``)."""
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise CheckpointError(
+            f"no run config at {saved} to tell which data {ckpt.name} was trained on; pass data=<corpus> explicitly"
+        )
+    return OmegaConf.load(saved).data
+
+
+def label_prior(ids: torch.Tensor, num_symbols: int, target: str) -> np.ndarray:
+    """Frequencies of the probe's targets on a split's ids ``[N]`` (symbols or bigrams)."""
+    ids = ids.long()
+    labels = ids if target == "symbol" else ids[:-1] * num_symbols + ids[1:]
+    n = num_symbols if target == "symbol" else num_symbols**2
+    counts = torch.bincount(labels, minlength=n).double()
+    return (counts / counts.sum()).numpy()
+
+
+def target_labels(source: StateSource, target: str) -> list[str]:
+    labels = source.vocab.labels
+    return labels if target == "symbol" else [a + b for a in labels for b in labels]
+
+
+def fit_probe(probe: MultiHeadProbe, datamodule: TextDataModule, trainer: L.Trainer,
+              ckpt_path: str | None = None, meta: dict[str, Any] | None = None) -> Signature:
+    """Train every decoder, select each on dev, score on test; the signature."""
+    trainer.fit(probe, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.test(probe, datamodule=datamodule, verbose=False)
+    target = probe.hparams.target
+    prior = label_prior(datamodule.ids("train"), len(probe.source.vocab), target)
+    return probe.signature(prior, target_labels(probe.source, target), meta)
+
+
+def write_figures(sig: Signature, folder: Path, formats: list[str]) -> list[Path]:
+    """Heatmap per probed real state, marginal curves of all states (controls dashed)."""
+    from memsig.plots import marginal_curves, save_figure, signature_heatmap
+
+    paths = []
+    for state in sig.real_states:
+        paths += save_figure(signature_heatmap(sig, state), folder / f"heatmap_{state.replace('+', '_')}", formats)
+    paths += save_figure(marginal_curves(sig), folder / "marginal_recall", formats)
+    return paths
+
+
+def log_to_wandb(loggers: list[Any], sig_path: Path, figures: list[Path]) -> None:
+    """Heatmaps as images and signature + figures as a ``signature`` artifact, if wandb logs."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if not isinstance(lg, WandbLogger):
+            continue
+        import wandb
+
+        run = lg.experiment
+        run.log({f"signature/{p.stem}": wandb.Image(str(p)) for p in figures if p.suffix == ".png"})
+        art = wandb.Artifact(f"signature-{run.id}", type="signature", metadata={"file": sig_path.name})
+        for p in [sig_path, *figures]:
+            art.add_file(str(p), name=p.name if p == sig_path else f"figures/{p.name}")
+        run.log_artifact(art)
+
+
+def noise_floor(cfg: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path) -> dict[str, list[float]]:
+    """Re-run the probe with ``cfg.noise_floor_seed``; the distance to ``sig`` per real state.
+
+    This is the distance that probe randomness alone produces (position sampling, head
+    initialisation): two signatures closer than it are indistinguishable. The re-run's
+    signature is saved as ``signature_seed<seed>.npz``.
+    """
+    from memsig.analysis.distance import bootstrap_distance
+
+    seed = int(cfg.noise_floor_seed)
+    L.seed_everything(seed, workers=True)
+    rerun_probe = hydra.utils.instantiate(cfg.probe, source=model, seed=seed)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[])
+    rerun = fit_probe(rerun_probe, datamodule, trainer)
+    rerun.save(out / f"signature_seed{seed}.npz")
+    return {s: list(bootstrap_distance(sig, rerun, s)) for s in sig.real_states}
+
+
+def probe(cfg: DictConfig) -> dict[str, Any]:
+    """Run the probe task described by ``cfg`` (see ``conf/probe.yaml``)."""
+    start = time.time()
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt = resolve_checkpoint(str(cfg.ckpt))
+    model = load_model(ckpt)
+    data_cfg = cfg.get("data") or data_config_of_run(ckpt)
+    with open_dict(cfg):
+        cfg.data = data_cfg  # resolved against this run's paths
+    datamodule = hydra.utils.instantiate(cfg.data, vocab=model.vocab)
+    out = Path(cfg.paths.output_dir)
+    meta = {"model": {"class": type(model).__name__, **dict(model.hparams)}, "checkpoint": str(ckpt),
+            "checkpoint_sha256": sha256_of(ckpt), "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "split": "test", "seed": cfg.seed}
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")),
+                                                 logger=loggers or False)
+    try:
+        if cfg.probe.get("mode") == "quick":
+            from memsig.probe.quick import quick_signature
+
+            kwargs = {k: v for k, v in OmegaConf.to_container(cfg.probe, resolve=True).items() if k != "mode"}
+            sig = quick_signature(model, datamodule, meta=meta, **kwargs)
+        else:
+            probe_ = hydra.utils.instantiate(cfg.probe, source=model)
+            sig = fit_probe(probe_, datamodule, trainer, cfg.get("probe_ckpt"), meta)
+            if cfg.get("noise_floor_seed") is not None:
+                sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
+        sig_path = sig.save(out / "signature.npz")
+        figures = write_figures(sig, out / "figures", list(cfg.plot_formats))
+        log_to_wandb(loggers, sig_path, figures)
+        result = {"signature": str(sig_path), "figures": [str(p) for p in figures], "overrides": task_overrides(),
+                  "accuracy": {s: [round(float(a), 4) for a in sig.accuracy[i]] for i, s in enumerate(sig.states)},
+                  "lags": sig.lags, "noise_floor": sig.meta.get("noise_floor"),
+                  "wall_time_s": round(time.time() - start, 1)}
+        if trainer.is_global_zero:
+            write_json(out / "probe.json", result)
+            floor = "".join(f"\nnoise floor {s}: {d:.4f} [{lo:.4f}, {hi:.4f}] (distance to a re-run, seed "
+                            f"{cfg.noise_floor_seed})" for s, (d, lo, hi) in (result["noise_floor"] or {}).items())
+            print(f"marginal recall per lag (test split):\n{sig.table()}{floor}\n"
+                  f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nwall time:  {result['wall_time_s']} s",
+                  flush=True)
+        return result
+    finally:
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish()

@@ -1,0 +1,89 @@
+"""Collect a multirun's results into tables, picking the best value of a swept option.
+
+:class:`SweepSummary` is a Hydra callback (``hydra.callbacks``): when a multirun ends it
+reads every job's ``metrics.json`` and writes ``summary.csv`` (one row per job) and
+``best.csv`` (for every combination of the other swept options, the job with the lowest
+``metric`` over the ``select_over`` options — e.g. the best LM dropout per model size,
+chosen on dev perplexity as the paper does). The same tables come from
+``python -m memsig.tasks.sweep <multirun dir>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from memsig.data.io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+def _parse(overrides: list[str]) -> dict[str, str]:
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+
+
+def summarize(sweep_dir: str | Path, metric: str = "val/loss", select_over: tuple[str, ...] = ("model.dropout",)) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of all jobs and the best row per group (see module docstring)."""
+    rows, swept = [], set()
+    for f in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        result = json.loads(f.read_text())
+        overrides = _parse(result["overrides"])
+        swept.update(overrides)
+        row: dict[str, Any] = {"job": f.parent.name, **overrides}
+        row.update({k: round(v, 5) for k, v in sorted(result["metrics"].items())})
+        row["best_checkpoint"] = result.get("best_checkpoint")
+        rows.append(row)
+    group_keys = [k for k in sorted(swept) if k not in select_over]
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = tuple(r.get(k) for k in group_keys)
+        if metric in r and (key not in best or r[metric] < best[key][metric]):
+            best[key] = r
+    return rows, list(best.values())
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def write_summary(sweep_dir: str | Path, metric: str = "val/loss", select_over: tuple[str, ...] = ("model.dropout",)) -> list[dict[str, Any]]:
+    """Write ``summary.csv`` and ``best.csv`` into ``sweep_dir``; return the best rows."""
+    rows, best = summarize(sweep_dir, metric, select_over)
+    if not rows:
+        log.warning("no metrics.json under %s: nothing to summarise", sweep_dir)
+        return []
+    atomic_write_bytes(Path(sweep_dir) / "summary.csv", _csv(rows))
+    atomic_write_bytes(Path(sweep_dir) / "best.csv", _csv(best))
+    shown = [k for k in best[0] if k not in ("job", "best_checkpoint") and "/" not in k] + [metric, "test/ppl"]
+    print(f"best by {metric} over {', '.join(select_over)} ({len(rows)} jobs, tables in {sweep_dir}):")
+    print("  ".join(f"{k:>14}" for k in ["job", *shown]))
+    for r in best:
+        print("  ".join(f"{str(r.get(k, '')):>14}" for k in ["job", *shown]))
+    return best
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarise the sweep when a multirun ends."""
+
+    def __init__(self, metric: str = "val/loss", select_over: list[str] | tuple[str, ...] = ("model.dropout",)) -> None:
+        self.metric, self.select_over = metric, tuple(select_over)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        write_summary(config.hydra.sweep.dir, self.metric, self.select_over)
+
+
+if __name__ == "__main__":
+    write_summary(sys.argv[1], *(sys.argv[2:3] or ["val/loss"]))

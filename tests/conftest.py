@@ -1,0 +1,66 @@
+"""Shared fixtures: composed configs and one tiny LM trained once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import memsig
+from memsig.resolvers import PROJECT_ROOT, data_dir
+
+CONF = PROJECT_ROOT / "conf"
+TINY = data_dir() / "shakespeare" / "tinyshakespeare.txt"
+# A tiny but real run: 1-layer LSTM-64 on the first 120k characters of tiny-shakespeare.
+TINY_RUN = [
+    "data.max_chars=120000",
+    "data.batch_size=16",
+    "data.seq_len=64",
+    "model.hidden_size=96",
+    "model.embedding_size=16",
+    "model.lr=0.01",
+    "trainer.max_epochs=3",
+    "callbacks=model_checkpoint",
+    "logger=csv",
+]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose a config as ``python train.py`` would, with its run dir at ``output_dir``.
+
+    ``compose`` sets no HydraConfig: it is set here (``return_hydra_config=True``) so
+    ``${hydra:...}`` interpolations resolve, then the ``hydra`` node is dropped as in a run.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=[*overrides, f"paths.output_dir={output_dir}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus() -> Path:
+    assert TINY.is_file(), f"tests read corpora from {data_dir()} (set MEMSIG_DATA_DIR); {TINY} is missing"
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def trained_lm(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> dict:
+    """Train the tiny LM once through the real train task; its result and config."""
+    from memsig.tasks.train import train
+
+    out = tmp_path_factory.mktemp("trained_lm")
+    cfg = compose_cfg(TINY_RUN, out)
+    (out / ".hydra").mkdir()
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # as a Hydra run leaves it
+    result = train(cfg)
+    return {"result": result, "cfg": cfg, "dir": out}
+
+
+__all__ = ["compose_cfg", "memsig"]

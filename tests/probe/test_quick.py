@@ -1,0 +1,112 @@
+"""The quick (ridge) signature: exact recall of a delay line, exact per-lag moments."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from memsig.data.corpora import TextCorpus
+from memsig.data.text import TextDataModule
+from memsig.models.char_lm import CharLM
+from memsig.models.delay_line import DelayLine
+from memsig.probe.quick import quick_signature, ridge_weights, train_moments
+from memsig.probe.targets import LeftContext, lag_targets
+from memsig.resolvers import data_dir
+from memsig.vocab import Vocab
+
+TINY = data_dir() / "shakespeare" / "tinyshakespeare.txt"
+LAGS = [1, 2, 3, 5, 6]
+
+
+def datamodule(**kw) -> TextDataModule:
+    assert TINY.is_file(), f"{TINY} is missing (set MEMSIG_DATA_DIR)"
+    args = {"batch_size": 8, "seq_len": 32, "max_chars": 30000, **kw}
+    return TextDataModule(TextCorpus(str(TINY)), Vocab(), **args)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dm() -> TextDataModule:
+    return datamodule()
+
+
+@pytest.fixture(scope="module")
+def delay_sig(dm):
+    return quick_signature(DelayLine(Vocab(), k=3), dm, lags=LAGS)
+
+
+def valid_counts(dm, split, lags, common=False, max_batches=None):
+    """``[K]`` positions with a target, counted straight from the batches."""
+    data, ctx, n = dm.dataset(split), LeftContext(max(lags)), torch.zeros(len(lags), dtype=torch.long)
+    for i in range(len(data) if max_batches is None else min(len(data), max_batches)):
+        b = data[i]
+        _, valid = lag_targets(ctx.extend(split, b["inputs"], b["carry"]), b["history"], b["mask"], lags, common)
+        n += valid.sum((0, 1))
+    return n.numpy()
+
+
+def test_delay_line_recalls_exactly_its_window_and_nothing_older(delay_sig):
+    acc, majority = delay_sig.accuracy[0], delay_sig.majority_rate[0]
+    assert (acc[:3] >= 0.99).all(), acc
+    assert (acc[3:] < majority[3:] + 0.05).all(), (acc, majority)
+    assert (delay_sig.ce_bits[0, :3] < 0.05).all() and np.isfinite(delay_sig.ce_bits).all()
+    probe = delay_sig.meta["probe"]
+    assert probe["mode"] == "quick" and len(probe["ridge"]["delay"]) == len(LAGS)
+    assert set(probe["ridge"]["delay"]) <= set(probe["ridge_grid"])
+    assert delay_sig.forward_confusion is None  # a delay line predicts nothing
+
+
+def test_support_counts_are_the_valid_positions(dm, delay_sig):
+    np.testing.assert_array_equal(delay_sig.support.sum(-1)[0], valid_counts(dm, "test", LAGS))
+    common = quick_signature(DelayLine(Vocab(), k=3), dm, lags=[1, 4], max_batches=4, common_positions=True)
+    counts = valid_counts(dm, "test", [1, 4], common=True, max_batches=4)
+    np.testing.assert_array_equal(common.support.sum(-1)[0], counts)
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("regime", ["stream", "segment"])
+def test_gram_corrections_equal_per_lag_grams(regime):
+    dm, lags, vocab = datamodule(regime=regime, max_chars=4000), [-2, 0, 1, 3], Vocab()
+    moments = train_moments(DelayLine(vocab, k=2), dm, lags=lags, max_batches=3)["delay"]
+    src, ctx, data = DelayLine(vocab, k=2), LeftContext(3), dm.dataset("train")
+    grams, cross = 0, 0
+    for i in range(3):
+        sb = src.states(data[i])
+        y, v = lag_targets(ctx.extend("t", sb.symbols, data[i]["carry"]), sb.history, sb.mask, lags)
+        x = torch.cat([sb.states["delay"], torch.ones(*sb.symbols.shape, 1)], -1).flatten(0, 1).double()
+        y, v = y.flatten(0, 1), v.flatten(0, 1)
+        grams = grams + torch.stack([x[v[:, k]].T @ x[v[:, k]] for k in range(len(lags))])
+        cross = cross + torch.stack([x[v[:, k]].T @ F.one_hot(y[v[:, k], k], len(vocab)).double()
+                                     for k in range(len(lags))])
+    assert (~v).any()  # the case has excluded positions
+    torch.testing.assert_close(moments[0], grams, rtol=0, atol=1e-9)
+    torch.testing.assert_close(moments[1], cross, rtol=0, atol=1e-9)
+
+
+def test_ridge_weights_solve_the_bias_free_penalty():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(300, 6, generator=gen, dtype=torch.float64) * 3 + 1, torch.ones(300, 1)], -1)
+    y = F.one_hot(torch.randint(0, 4, (300,), generator=gen), 4).double()
+    g, xy = x.T @ x, x.T @ y
+    w = ridge_weights(g[None], xy[None], [1e-3, 1.0])[0]
+    centred = x[:, :-1] - x[:, :-1].mean(0)
+    scale = (centred.T @ centred).trace() / 6
+    for j, lam in enumerate([1e-3, 1.0]):
+        penalty = torch.diag(torch.tensor([1.0] * 6 + [0.0], dtype=torch.float64)) * lam * scale
+        torch.testing.assert_close(w[j], torch.linalg.solve(g + penalty, xy), rtol=0, atol=1e-9)
+
+
+def test_runs_on_a_tiny_char_lm(dm):
+    lm = CharLM(Vocab(), hidden_size=16, embedding_size=8)
+    sig = quick_signature(lm, dm, lags=[1, 2, 5], max_batches=10)
+    assert sig.states == ["layer1.c"]
+    assert np.isfinite(sig.accuracy).all() and np.isfinite(sig.ce_bits).all()
+    assert sig.forward_confusion is not None and sig.forward_confusion.sum() > 0

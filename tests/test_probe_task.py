@@ -1,0 +1,84 @@
+"""probe.py end to end on the session's tiny LM: files, figures, W&B artifact, resume, compare."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from conftest import compose_cfg
+from memsig.probe.signature import Signature
+from memsig.tasks.compare import compare
+from memsig.tasks.probe import probe
+
+SMALL = ["probe.lags=[1,2,4]", "probe.max_width=32", "probe.positions_per_batch=256", "probe.controls=[shuffled]",
+         "trainer.max_epochs=1", "~callbacks.rich_progress_bar"]
+
+
+@pytest.fixture(scope="module")
+def probe_run(trained_lm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe_run")
+    cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "noise_floor_seed=1"], out, config_name="probe")
+    return {"result": probe(cfg), "dir": out, "cfg": cfg}
+
+
+def test_probe_writes_signature_figures_and_summary(probe_run, trained_lm):
+    out = probe_run["dir"]
+    sig = Signature.load(out / "signature.npz")
+    assert sig.states == ["layer1.c", "shuffled:layer1.c"] and sig.lags == [1, 2, 4]
+    assert sig.meta["checkpoint"] == trained_lm["result"]["best_checkpoint"]  # a run dir resolves to its best
+    assert len(sig.meta["checkpoint_sha256"]) == 64 and sig.meta["split"] == "test"
+    assert sig.meta["data"]["corpus"]["name"] == "tinyshakespeare"  # data config taken from the train run
+    png = imread(out / "figures" / "heatmap_layer1.c.png")
+    assert png.shape[0] > 400 and png.shape[1] > 600 and png.std() > 0.05
+    assert (out / "figures" / "marginal_recall.svg").stat().st_size > 10_000
+    summary = json.loads((out / "probe.json").read_text())
+    assert summary["accuracy"]["layer1.c"] == [round(float(a), 4) for a in sig.accuracy[0]]
+
+
+def test_noise_floor_is_measured(probe_run):
+    floor = probe_run["result"]["noise_floor"]["layer1.c"]
+    d, lo, hi = floor
+    assert 0 <= lo <= hi and 0 < d < 0.2
+    assert Signature.load(probe_run["dir"] / "signature_seed1.npz").meta["probe"]["seed"] == 1
+
+
+def test_probe_resumes_from_its_checkpoint(probe_run, tmp_path):
+    last = probe_run["dir"] / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert any(k.endswith("best_loss") and torch.isfinite(v).all() for k, v in saved["state_dict"].items())
+    cfg = compose_cfg([f"ckpt={probe_run['cfg'].ckpt}", *SMALL, f"probe_ckpt={last}", "trainer.max_epochs=2"],
+                      tmp_path, config_name="probe")
+    probe(cfg)
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == saved["epoch"] + 1 and resumed["global_step"] == 2 * saved["global_step"]
+
+
+def test_wandb_offline_run_holds_the_signature_artifact(trained_lm, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "logger=wandb"], tmp_path, config_name="probe")
+    probe(cfg)
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    log = next(run.glob("*.wandb")).read_bytes()
+    assert b"signature" in log and b"signature.npz" in log and b"heatmap_layer1.c.png" in log
+
+
+def test_compare_draws_and_measures(probe_run, tmp_path):
+    out = probe_run["dir"]
+    distances = compare([out / "signature.npz", out / "signature_seed1.npz"], ["seed0", "seed1"], out=tmp_path)
+    (d, lo, hi), = distances.values()
+    assert np.isclose(d, probe_run["result"]["noise_floor"]["layer1.c"][0])
+    assert {p.name for p in tmp_path.iterdir()} >= {"side_by_side.png", "marginal_recall.png",
+                                                      "difference_seed0_vs_seed1.png", "distances.csv"}
+
+
+def test_missing_data_config_is_named(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"")
+    cfg = compose_cfg([f"ckpt={ckpt}", *SMALL], tmp_path, config_name="probe")
+    with pytest.raises(Exception, match="cannot be read|no run config"):
+        probe(cfg)
