@@ -6,16 +6,26 @@ import ast
 import io
 import json
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from memsig.resolvers import PROJECT_ROOT
 
 NOTEBOOK = PROJECT_ROOT / "examples" / "probe_api.ipynb"
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """Small tensors: a second intra-op thread only adds contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def code_cells() -> list[dict[str, Any]]:
@@ -54,14 +64,16 @@ def test_notebook_is_nbformat_4_without_outputs_and_parameterised() -> None:
         compile(source_of(cell), "<cell>", "exec")  # plain Python: no magics outside the parameters cell
 
 
-def test_notebook_runs_on_a_trained_lm(trained_lm: dict) -> None:
+def test_notebook_runs_on_a_trained_lm(one_thread: None, trained_lm: dict) -> None:
     matplotlib.use("Agg")
-    namespace: dict[str, Any] = {"CKPT": str(trained_lm["result"]["best_checkpoint"]), "MAX_CHARS": 30_000}
+    namespace: dict[str, Any] = {"CKPT": str(trained_lm["result"]["best_checkpoint"]), "MAX_CHARS": 10_000}
     figures = [fig for cell in code_cells()[1:] for fig in run_cell(source_of(cell), namespace)]
     assert len(figures) == 5
     sig, quick, hooked = namespace["sig"], namespace["quick"], namespace["hooked"]
+    assert sig.states == quick.states == ["layer1.c"] and sig.forward_recall is not None
     assert sig.lags == list(range(1, 11)) and quick.lags == list(range(1, 21))
-    lag1 = sig.accuracy[sig.index("layer1.c"), 0]
-    assert lag1 > sig.majority_rate[0, 0] + 0.2, (lag1, sig.majority_rate[0, 0])
+    assert np.isfinite(sig.accuracy).all() and np.isfinite(quick.accuracy).all()
+    lag1 = quick.accuracy[0, 0]  # the MLP probe trains on only a few batches here; ridge needs no training
+    assert lag1 > quick.majority_rate[0, 0] + 0.3, (lag1, quick.majority_rate[0, 0])
     assert 0 <= namespace["low"] <= namespace["high"] <= 1 and np.isfinite(namespace["near"])
     assert hooked.states == ["gru", "lstm"]

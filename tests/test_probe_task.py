@@ -20,7 +20,8 @@ SMALL = ["probe.lags=[1,2,4]", "probe.max_width=32", "probe.positions_per_batch=
 @pytest.fixture(scope="module")
 def probe_run(trained_lm, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe_run")
-    cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "noise_floor_seed=1"], out, config_name="probe")
+    cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "noise_floor_seed=1", "confusion_lags=[2]"], out,
+                      config_name="probe")
     return {"result": probe(cfg), "dir": out, "cfg": cfg}
 
 
@@ -34,6 +35,7 @@ def test_probe_writes_signature_figures_and_summary(probe_run, trained_lm):
     png = imread(out / "figures" / "heatmap_layer1.c.png")
     assert png.shape[0] > 400 and png.shape[1] > 600 and png.std() > 0.05
     assert (out / "figures" / "marginal_recall.svg").stat().st_size > 10_000
+    assert (out / "figures" / "confusion_layer1.c_lag2.png").is_file()
     summary = json.loads((out / "probe.json").read_text())
     assert summary["accuracy"]["layer1.c"] == [round(float(a), 4) for a in sig.accuracy[0]]
 

@@ -153,3 +153,12 @@ def _tiny_dm(trained_lm):
 
     cfg = trained_lm["cfg"]
     return hydra.utils.instantiate(cfg.data, vocab=hydra.utils.instantiate(cfg.vocab))
+
+
+def test_bigram_targets_use_the_same_machinery(random_dm):
+    """The bigram ending at t-δ is in a k=3 delay line for δ <= 2 and not for δ = 4."""
+    sig = memsig.probe(DelayLine(VOCAB, 3), random_dm, lags=[1, 2, 4], target="bigram", width=128, max_epochs=3,
+                       lr=0.01, controls=[], progress=False)
+    assert len(sig.symbols) == 31 * 31 and sig.symbols[VOCAB.alphabet.index("a") * 31 + 1] == "aa"
+    acc = sig.accuracy[0]
+    assert acc[0] > 0.5 and acc[2] < 0.05, acc

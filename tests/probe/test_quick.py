@@ -43,11 +43,10 @@ def delay_sig(dm):
     return quick_signature(DelayLine(Vocab(), k=3), dm, lags=LAGS)
 
 
-def valid_counts(dm, split, lags, common=False, max_batches=None):
+def valid_counts(dm, split, lags, common=False):
     """``[K]`` positions with a target, counted straight from the batches."""
     data, ctx, n = dm.dataset(split), LeftContext(max(lags)), torch.zeros(len(lags), dtype=torch.long)
-    for i in range(len(data) if max_batches is None else min(len(data), max_batches)):
-        b = data[i]
+    for b in (data[i] for i in range(len(data))):
         _, valid = lag_targets(ctx.extend(split, b["inputs"], b["carry"]), b["history"], b["mask"], lags, common)
         n += valid.sum((0, 1))
     return n.numpy()
@@ -66,8 +65,8 @@ def test_delay_line_recalls_exactly_its_window_and_nothing_older(delay_sig):
 
 def test_support_counts_are_the_valid_positions(dm, delay_sig):
     np.testing.assert_array_equal(delay_sig.support.sum(-1)[0], valid_counts(dm, "test", LAGS))
-    common = quick_signature(DelayLine(Vocab(), k=3), dm, lags=[1, 4], max_batches=4, common_positions=True)
-    counts = valid_counts(dm, "test", [1, 4], common=True, max_batches=4)
+    common = quick_signature(DelayLine(Vocab(), k=3), dm, lags=[1, 4], max_train_batches=4, common_positions=True)
+    counts = valid_counts(dm, "test", [1, 4], common=True)
     np.testing.assert_array_equal(common.support.sum(-1)[0], counts)
     assert counts[0] == counts[1]
 
@@ -106,7 +105,7 @@ def test_ridge_weights_solve_the_bias_free_penalty():
 
 def test_runs_on_a_tiny_char_lm(dm):
     lm = CharLM(Vocab(), hidden_size=16, embedding_size=8)
-    sig = quick_signature(lm, dm, lags=[1, 2, 5], max_batches=10)
+    sig = quick_signature(lm, dm, lags=[1, 2, 5], max_train_batches=10)
     assert sig.states == ["layer1.c"]
     assert np.isfinite(sig.accuracy).all() and np.isfinite(sig.ce_bits).all()
     assert sig.forward_confusion is not None and sig.forward_confusion.sum() > 0

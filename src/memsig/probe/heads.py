@@ -50,17 +50,18 @@ class BatchedMLPHeads(nn.Module):
         for name, p in self.named_parameters():
             self.register_buffer("best_" + name.replace(".", "_"), p.detach().clone())
 
+    def _dropout(self, x: Tensor, p: float) -> Tensor:
+        return F.dropout(x, p, True) if self.training and p > 0 else x
+
     def forward(self, x: Tensor) -> Tensor:
         """``x [N, D]`` -> logits ``[K, N, C]``."""
         n = x.shape[0]
-        x = F.dropout(x, self.dropout_state, self.training)
-        h = torch.addmm(self.b_in, x, self.w_in)  # [N, K*W]: all first layers in one GEMM
+        h = torch.addmm(self.b_in, self._dropout(x, self.dropout_state), self.w_in)  # [N, K*W]: all first layers, one GEMM
         if not self.width:
             return h.view(n, self.k, self.c).transpose(0, 1)
-        h = h.view(n, self.k, self.width).transpose(0, 1)  # [K, N, W]
-        h = F.dropout(F.relu(h), self.dropout_hidden, self.training)
+        h = self._dropout(F.relu(h).view(n, self.k, self.width).transpose(0, 1), self.dropout_hidden)  # [K, N, W]
         for w, b in zip(self.w_hidden, self.b_hidden):
-            h = F.dropout(F.relu(torch.baddbmm(b, h, w)), self.dropout_hidden, self.training)
+            h = self._dropout(F.relu(torch.baddbmm(b, h, w)), self.dropout_hidden)
         return torch.baddbmm(self.b_out, h, self.w_out)
 
     def _head_views(self) -> list[tuple[Tensor, Tensor, int]]:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from memsig.probe.heads import BatchedMLPHeads
 from memsig.probe.signature import Signature
-from memsig.probe.targets import LeftContext, bigram_labels, lag_targets
+from memsig.probe.targets import LeftContext, bigram_labels, lag_targets, resolve_probe
 from memsig.states import StateBatch, StateSource
 
 Control = Literal["random", "shuffled"]
@@ -94,15 +94,7 @@ class MultiHeadProbe(L.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        lags = list(lags) if lags is not None else list(range(1, 21))
-        if not lags or len(set(lags)) != len(lags):
-            raise ValueError(f"probe.lags must be distinct and non-empty; got {lags}")
-        default = [s for s in source.state_names if s.endswith(".c")] or list(source.state_names)
-        states = list(states) if states else default
-        for spec in states:
-            for part in spec.split("+"):
-                if part not in source.state_dims:
-                    raise ValueError(f"probe state {part!r} is not exposed by the model; it has {source.state_names}")
+        states, lags = resolve_probe(source, states, lags)
         controls = list(controls or [])
         if set(controls) - {"random", "shuffled"}:
             raise ValueError(f"probe.controls may hold random and shuffled; got {controls}")
@@ -291,4 +283,6 @@ class MultiHeadProbe(L.LightningModule):
                          info)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.heads.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # fused: one kernel per step for all heads' elementwise updates (a fifth of a step otherwise)
+        return torch.optim.Adam(self.heads.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                fused=True)

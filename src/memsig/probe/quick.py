@@ -42,24 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memsig.probe.signature import Signature
-from memsig.probe.targets import LeftContext, lag_targets
+from memsig.probe.targets import LeftContext, lag_targets, resolve_probe
 from memsig.states import StateBatch, StateSource
 
 F64 = torch.float64
 INV_TEMPERATURES = tuple(2.0**i for i in range(11))  # β = 1/T tried on dev
-
-
-def _resolve(source: StateSource, states: Sequence[str] | None,
-             lags: Sequence[int] | None) -> tuple[list[str], list[int]]:
-    """Defaults and checks as in MultiHeadProbe: the ``.c`` states (else all), lags 1…20."""
-    lags = list(lags) if lags is not None else list(range(1, 21))
-    if not lags or len(set(lags)) != len(lags):
-        raise ValueError(f"lags must be distinct and non-empty; got {lags}")
-    states = list(states) if states else [s for s in source.state_names if s.endswith(".c")] or list(source.state_names)
-    for part in (p for spec in states for p in spec.split("+")):
-        if part not in source.state_dims:
-            raise ValueError(f"probe state {part!r} is not exposed by the model; it has {source.state_names}")
-    return states, lags
 
 
 def _batches(source: StateSource, datamodule: Any, split: str, lags: list[int], common: bool,
@@ -93,7 +80,7 @@ def train_moments(source: StateSource, datamodule: Any, states: Sequence[str] | 
     The per-lag Grams come from the shared Gram minus the corrections (module docstring).
     Raises ValueError if a batch pads inside a row (the corrections assume trailing padding).
     """
-    states, lags = _resolve(source, states, lags)
+    states, lags = resolve_probe(source, states, lags)
     c, k = len(source.vocab), len(lags)
     up, down = max(0, max(lags)), max(0, -min(lags))
     j = torch.arange(up + down)  # corrections: history == j (j < up), then up + j: j real positions after t
@@ -151,26 +138,27 @@ def _nll(scores: Tensor, y: Tensor, v: Tensor) -> Tensor:
 
 def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] | None = None,
                     lags: Sequence[int] | None = None, ridge: Sequence[float] = (1e-3, 1e-2, 1e-1, 1, 10, 100),
-                    max_batches: int | None = None, common_positions: bool = False, prior: np.ndarray | None = None,
+                    max_train_batches: int | None = None, common_positions: bool = False, prior: np.ndarray | None = None,
                     meta: dict[str, Any] | None = None) -> Signature:
     """The ridge signature of ``source`` (see module docstring for method and caveats).
 
     Args:
         states, lags: as :class:`MultiHeadProbe` (default: the ``.c`` states, else all; lags 1…20).
         ridge: relative ridge strengths λ tried on dev (scaled by trace/D of each centred Gram).
-        max_batches: read at most this many batches of each split (a faster, rougher preview).
+        max_train_batches: accumulate the moments over at most this many training batches
+            (they settle long before a large corpus ends); dev and test are read whole.
         common_positions: score dev/test only where every lag has a target.
         prior: ``[C]`` training symbol frequencies (default: counted on ``datamodule.ids("train")``).
         meta: merged into the signature's meta.
     """
-    states, lags = _resolve(source, states, lags)
+    states, lags = resolve_probe(source, states, lags)
     c, k, ar = len(source.vocab), len(lags), torch.arange(len(lags))
-    moments = train_moments(source, datamodule, states, lags, max_batches)
+    moments = train_moments(source, datamodule, states, lags, max_train_batches)
     weights = {s: ridge_weights(g, xy, ridge) for s, (g, xy) in moments.items()}  # [K, L, D+1, C]
     correct = {s: torch.zeros(len(ridge), k, dtype=torch.long) for s in states}
     dev_ce = {s: torch.zeros(len(ridge), len(INV_TEMPERATURES), k, dtype=F64) for s in states}
     dev_n = torch.zeros(k, dtype=torch.long)
-    for sb, y, v in _batches(source, datamodule, "dev", lags, common_positions, max_batches):
+    for sb, y, v in _batches(source, datamodule, "dev", lags, common_positions, None):
         idx = v.any(-1).nonzero().squeeze(1)
         y, v = y[idx].T, v[idx].T  # [K, N]
         dev_n += v.sum(-1).cpu()
@@ -187,7 +175,7 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
     confusion = torch.zeros(len(states), k * c * c, dtype=torch.long)
     ce = torch.zeros(len(states), k, dtype=F64)
     forward = torch.zeros(c * c, dtype=torch.long)
-    for sb, y, v in _batches(source, datamodule, "test", lags, common_positions, max_batches):
+    for sb, y, v in _batches(source, datamodule, "test", lags, common_positions, None):
         idx = v.any(-1).nonzero().squeeze(1)
         y, v = y[idx].T, v[idx].T
         for i, s in enumerate(states):
@@ -208,7 +196,7 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
                       "ridge": {s: [float(ridge[j]) for j in best[s]] for s in states},
                       "temperature": {s: (1 / beta[s]).tolist() for s in states},
                       "dev_accuracy": {s: (correct[s][best[s], ar] / dev_n.clamp(min=1)).tolist() for s in states},
-                      "common_positions": common_positions, "max_batches": max_batches},
+                      "common_positions": common_positions, "max_train_batches": max_train_batches},
             **(meta or {})}
     return Signature(states, lags, list(source.vocab.labels), conf, ce_bits, np.asarray(prior, dtype=np.float64),
                      forward.view(c, c).numpy() if forward.sum() else None, info)

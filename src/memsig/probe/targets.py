@@ -23,8 +23,28 @@ ending at each position, :func:`bigram_labels`) work the same way.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
+
+from memsig.states import StateSource
+
+
+def resolve_probe(source: StateSource, states: Sequence[str] | None, lags: Sequence[int] | None) -> tuple[list[str], list[int]]:
+    """The probed states and lags, with the defaults every probe shares, checked.
+
+    States default to the source's cell states ``*.c`` (the paper probes LSTM cell
+    states), else all of its states; ``"a+b"`` concatenates. Lags default to 1…20.
+    """
+    lags = list(lags) if lags is not None else list(range(1, 21))
+    if not lags or len(set(lags)) != len(lags):
+        raise ValueError(f"probe.lags must be distinct and non-empty; got {lags}")
+    states = list(states) if states else [s for s in source.state_names if s.endswith(".c")] or list(source.state_names)
+    for part in (p for spec in states for p in spec.split("+")):
+        if part not in source.state_dims:
+            raise ValueError(f"probe state {part!r} is not exposed by the model; it has {source.state_names}")
+    return states, lags
 
 
 class LeftContext:

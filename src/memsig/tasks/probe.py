@@ -94,13 +94,17 @@ def fit_probe(probe: MultiHeadProbe, datamodule: TextDataModule, trainer: L.Trai
     return probe.signature(prior, target_labels(probe.source, target), meta)
 
 
-def write_figures(sig: Signature, folder: Path, formats: list[str]) -> list[Path]:
-    """Heatmap per probed real state, marginal curves of all states (controls dashed)."""
-    from memsig.plots import marginal_curves, save_figure, signature_heatmap
+def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_lags: list[int] = ()) -> list[Path]:
+    """Heatmap per probed real state, marginal curves of all states (controls dashed), and
+    the confusion matrix of each real state at each of ``confusion_lags``."""
+    from memsig.plots import confusion_plot, marginal_curves, save_figure, signature_heatmap
 
     paths = []
     for state in sig.real_states:
-        paths += save_figure(signature_heatmap(sig, state), folder / f"heatmap_{state.replace('+', '_')}", formats)
+        name = state.replace("+", "_")
+        paths += save_figure(signature_heatmap(sig, state), folder / f"heatmap_{name}", formats)
+        for lag in confusion_lags:
+            paths += save_figure(confusion_plot(sig, state, lag), folder / f"confusion_{name}_lag{lag}", formats)
     paths += save_figure(marginal_curves(sig), folder / "marginal_recall", formats)
     return paths
 
@@ -170,7 +174,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             if cfg.get("noise_floor_seed") is not None:
                 sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
         sig_path = sig.save(out / "signature.npz")
-        figures = write_figures(sig, out / "figures", list(cfg.plot_formats))
+        figures = write_figures(sig, out / "figures", list(cfg.plot_formats), list(cfg.get("confusion_lags") or []))
         log_to_wandb(loggers, sig_path, figures)
         result = {"signature": str(sig_path), "figures": [str(p) for p in figures], "overrides": task_overrides(),
                   "accuracy": {s: [round(float(a), 4) for a in sig.accuracy[i]] for i, s in enumerate(sig.states)},
