@@ -11,7 +11,8 @@ Model: CharLM 2-layer LSTM-320 (untrained: speed does not depend on the weights)
     ``--naive-decoders`` of the 20 run and their time is scaled linearly to 20 (the output says so).
 (b) achieved FLOP rate of one heads training step (forward, backward, Adam; K=10, D=320, C=31,
     N=4096 precomputed positions, no LM) as a fraction of ``torch.mm([N,D] @ [D,K*W])`` timed in
-    alternation with it; FLOPs counted as 3 x the forward ``flops_per_position * N``; medians.
+    alternation with it; FLOPs counted exactly (``train_flops_per_position * N``: forward, weight
+    gradients, input gradients of all but the first layer); medians.
 (c) peak RSS of ``memsig.probe`` (width 256, 1 epoch) on 100k and 400k training characters, each
     in a fresh subprocess (this script with ``--_memory-child``), read from ``ru_maxrss``.
 (d) ``probe=quick`` vs ``probe=default`` exactly as configured in conf/ (the settings a user gets),
@@ -75,8 +76,8 @@ def update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
 
 def heads_loss(heads: BatchedMLPHeads, x: Tensor, y: Tensor) -> Tensor:
     """Sum over the K heads of each head's mean cross-entropy (all positions valid for every lag)."""
-    logits = heads(x)  # [K, N, C]
-    return F.cross_entropy(logits.flatten(0, 1), y.T.flatten()) * logits.shape[0]
+    logits = heads(x)  # [K, C, N]
+    return F.cross_entropy(logits, y.T) * logits.shape[0]
 
 
 def sampled_batches(dm: TextDataModule, steps: int, positions: int) -> list[Batch]:
@@ -153,7 +154,7 @@ def bench_b(args: argparse.Namespace) -> list[Row]:
             if rep >= 3:
                 t_step.append(t1 - t0)
                 t_mm.append(time.perf_counter() - t1)
-        heads_rate = 3 * heads.flops_per_position * n / statistics.median(t_step) / 1e9
+        heads_rate = heads.train_flops_per_position * n / statistics.median(t_step) / 1e9
         mm_rate = 2 * n * D * k * w / statistics.median(t_mm) / 1e9
         fraction[w] = heads_rate / mm_rate
         print(f"{w:>6}{heads_rate:>15.1f}{mm_rate:>12.1f}{fraction[w]:>10.2f}", flush=True)

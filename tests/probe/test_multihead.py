@@ -85,13 +85,13 @@ def test_batched_heads_equal_separate_mlps():
     torch.manual_seed(0)
     heads = BatchedMLPHeads(num_heads=3, in_dim=5, width=4, depth=2, num_classes=6).eval()
     x = torch.randn(7, 5)
-    out = heads(x)
+    out = heads(x)  # [K, C, N]
     for k in range(3):
-        w_in = heads.w_in.view(5, 3, 4)[:, k]
+        w_in = heads.w_in.view(3, 4, 5)[k]
         b_in = heads.b_in.view(3, 4)[k]
-        h = torch.relu(x @ w_in + b_in)
-        h = torch.relu(h @ heads.w_hidden[0][k] + heads.b_hidden[0][k])
-        torch.testing.assert_close(out[k], h @ heads.w_out[k] + heads.b_out[k])
+        h = torch.relu(x @ w_in.T + b_in)
+        h = torch.relu(h @ heads.w_hidden[0][k].T + heads.b_hidden[0][k, :, 0])
+        torch.testing.assert_close(out[k].T, h @ heads.w_out[k].T + heads.b_out[k, :, 0])
 
 
 def test_each_head_keeps_its_own_best_and_it_survives_a_checkpoint():

@@ -174,10 +174,9 @@ class MultiHeadProbe(L.LightningModule):
             return feats, targets.reshape(-1, k)[idx], valid.reshape(-1, k)[idx], sb
 
     def _head_losses(self, heads: BatchedMLPHeads, x: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-head summed CE ``[K]``, counts ``[K]`` and logits ``[K, N, C]``."""
+        """Per-head summed CE ``[K]``, counts ``[K]`` and logits ``[K, C, N]``."""
         logits = heads(x)
-        k, n, c = logits.shape
-        ce = F.cross_entropy(logits.reshape(k * n, c), y.T.reshape(k * n), reduction="none").view(k, n)
+        ce = F.cross_entropy(logits, y.T, reduction="none")  # [K, N]
         vf = v.T.to(ce.dtype)
         return (ce * vf).sum(1), vf.sum(1), logits
 
@@ -243,7 +242,7 @@ class MultiHeadProbe(L.LightningModule):
         for g, ((s, _), heads) in enumerate(zip(self.groups, self.heads)):
             ce, _, logits = self._head_losses(heads, feats[s], y, v)
             self._eval["ce"][g] += ce.double()
-            pred = logits.argmax(-1)  # [K, N]
+            pred = logits.argmax(1)  # [K, N]
             for j in range(len(self.hparams.lags)):
                 keep = v[:, j]
                 self._eval["confusion"][g, j] += torch.bincount(y[keep, j] * c + pred[j, keep], minlength=c * c)
