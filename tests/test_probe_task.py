@@ -1,7 +1,6 @@
 """probe.py end to end on the session's tiny LM: files, figures, W&B artifact, resume, compare."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -162,10 +162,10 @@ class Vocab:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Vocab":
+    def from_dict(cls, d: dict[str, Any]) -> Vocab:
         return cls(**{k: (dict(v) if k == "char_map" else v) for k, v in d.items()})
 
-    def check_same(self, other: "Vocab", what: str = "checkpoint") -> None:
+    def check_same(self, other: Vocab, what: str = "checkpoint") -> None:
         """Raise :class:`VocabMismatchError` unless ``other`` encodes text exactly as self."""
         if self.to_dict() == other.to_dict():
             return

@@ -15,10 +15,12 @@ the split's batches in order (so the source carries its state exactly as in trai
 2. **solve** — ``W_δ(λ) = (G_δ + λ'·I')⁻¹ X̃ᵀY_δ`` with an unpenalised bias, done as ridge
    on centred features (one ``eigh`` per (state, lag), reused for every λ). λ is
    scale-free: ``λ' = λ · trace(S_δ) / D``, S_δ the centred Gram (the penalised block).
-3. **dev** — every λ is scored at once; λ is chosen per (state, lag) by dev accuracy
-   (argmax of ``x̃W``). Ridge scores are not probabilities, so cross-entropy uses
-   ``softmax(x̃W / T)``; the dev cross-entropy of every (λ, T), T in ``2^-10 … 2^0``, is
-   accumulated in the same pass and T is the best one for the chosen λ.
+3. **dev** — every λ is scored at once (one float32 GEMM for all lags and λ); λ is
+   chosen per (state, lag) by dev accuracy (argmax of ``x̃W``) over every dev position.
+   Ridge scores are not probabilities, so cross-entropy uses ``softmax(x̃W / T)``; the dev
+   cross-entropy of every (λ, T), T in ``2^-10 … 2^0``, is accumulated in the same pass on
+   a sample of at most 1024 positions per batch (a 1-D fit needs no more) and T is the
+   best one for the chosen λ.
    **test** — confusion matrices and cross-entropy with the chosen λ and T, plus the
    model's own next-symbol confusion when the source gives ``next_logits``.
 
@@ -47,6 +49,7 @@ from memsig.states import StateBatch, StateSource
 
 F64 = torch.float64
 INV_TEMPERATURES = tuple(2.0**i for i in range(11))  # β = 1/T tried on dev
+TEMPERATURE_SAMPLE = 1024  # dev positions per batch the temperature is fitted on
 
 
 def _batches(source: StateSource, datamodule: Any, split: str, lags: list[int], common: bool,
@@ -158,16 +161,21 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
     correct = {s: torch.zeros(len(ridge), k, dtype=torch.long) for s in states}
     dev_ce = {s: torch.zeros(len(ridge), len(INV_TEMPERATURES), k, dtype=F64) for s in states}
     dev_n = torch.zeros(k, dtype=torch.long)
+    # dev scores every λ at once in float32 (one GEMM [N, D+1] @ [D+1, K·L·C]); the
+    # temperature, a 1-D fit, only needs a sample: at most TEMPERATURE_SAMPLE positions a batch
+    flat = {s: w.permute(2, 0, 1, 3).reshape(w.shape[2], -1).float() for s, w in weights.items()}
+    gen = torch.Generator().manual_seed(0)
     for sb, y, v in _batches(source, datamodule, "dev", lags, common_positions, None):
         idx = v.any(-1).nonzero().squeeze(1)
         y, v = y[idx].T, v[idx].T  # [K, N]
         dev_n += v.sum(-1).cpu()
+        sample = torch.randperm(len(idx), generator=gen)[:TEMPERATURE_SAMPLE].to(y.device)
         for s in states:
-            x = _features(sb, s)[idx]
-            for li in range(len(ridge)):
-                z = torch.einsum("nd,kdc->knc", x, weights[s][:, li])
-                correct[s][li] += ((z.argmax(-1) == y) & v).sum(-1).cpu()
-                dev_ce[s][li] += torch.stack([_nll(z * b, y, v) for b in INV_TEMPERATURES]).cpu()
+            z = (_features(sb, s)[idx].float() @ flat[s]).view(len(idx), k, len(ridge), c)  # [N, K, L, C]
+            correct[s] += ((z.argmax(-1) == y.T[:, :, None]) & v.T[:, :, None]).sum(0).T.cpu()
+            zs = z[sample].permute(2, 1, 0, 3).double()  # [L, K, n, C]
+            ys, vs = y[:, sample], v[:, sample]
+            dev_ce[s] += torch.stack([torch.stack([_nll(zl * b, ys, vs) for b in INV_TEMPERATURES]) for zl in zs]).cpu()
     best = {s: correct[s].argmax(0) for s in states}  # λ index per lag
     beta = {s: torch.tensor(INV_TEMPERATURES, dtype=F64)[dev_ce[s].permute(2, 0, 1)[ar, best[s]].argmin(-1)]
             for s in states}

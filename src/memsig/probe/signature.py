@@ -139,7 +139,7 @@ class Signature:
         except ValueError:
             raise KeyError(f"state {state!r} not in signature; it has {self.states}") from None
 
-    def select(self, states: list[str]) -> "Signature":
+    def select(self, states: list[str]) -> Signature:
         """A signature with only ``states`` (in that order)."""
         idx = [self.index(s) for s in states]
         return Signature(list(states), list(self.lags), list(self.symbols), self.confusion[idx], self.ce_bits[idx],
@@ -171,7 +171,7 @@ class Signature:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Signature":
+    def load(cls, path: str | Path) -> Signature:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"signature file {path} does not exist; probe.py writes signature.npz into its run dir")
