@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -42,6 +43,17 @@ def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "trai
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Small tensors: a second intra-op thread only adds contention on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -6,26 +6,15 @@ import ast
 import io
 import json
 import re
-from typing import Any, Iterator
+from typing import Any
 
 import matplotlib
 import numpy as np
-import pytest
-import torch
 from matplotlib.figure import Figure
 
 from memsig.resolvers import PROJECT_ROOT
 
 NOTEBOOK = PROJECT_ROOT / "examples" / "probe_api.ipynb"
-
-
-@pytest.fixture()
-def one_thread() -> Iterator[None]:
-    """Small tensors: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def code_cells() -> list[dict[str, Any]]:

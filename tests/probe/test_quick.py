@@ -5,32 +5,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY
 from memsig.data.corpora import TextCorpus
 from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
 from memsig.models.delay_line import DelayLine
 from memsig.probe.quick import quick_signature, ridge_weights, train_moments
 from memsig.probe.targets import LeftContext, lag_targets
-from memsig.resolvers import data_dir
 from memsig.vocab import Vocab
 
-TINY = data_dir() / "shakespeare" / "tinyshakespeare.txt"
 LAGS = [1, 2, 3, 5, 6]
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
 
 
 def datamodule(**kw) -> TextDataModule:
     assert TINY.is_file(), f"{TINY} is missing (set MEMSIG_DATA_DIR)"
     args = {"batch_size": 8, "seq_len": 32, "max_chars": 30000, **kw}
     return TextDataModule(TextCorpus(str(TINY)), Vocab(), **args)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

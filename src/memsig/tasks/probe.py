@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import hydra
 import lightning as L
@@ -94,7 +94,7 @@ def fit_probe(probe: MultiHeadProbe, datamodule: TextDataModule, trainer: L.Trai
     return probe.signature(prior, target_labels(probe.source, target), meta)
 
 
-def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_lags: list[int] = ()) -> list[Path]:
+def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_lags: Sequence[int] = ()) -> list[Path]:
     """Heatmap per probed real state, marginal curves of all states (controls dashed), and
     the confusion matrix of each real state at each of ``confusion_lags``."""
     from memsig.plots import confusion_plot, marginal_curves, save_figure, signature_heatmap
