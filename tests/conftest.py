@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -12,7 +13,23 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import memsig
+from memsig.data.corpora import Corpus, Splits
 from memsig.resolvers import PROJECT_ROOT, data_dir
+
+
+class RandomSymbols(Corpus):
+    """I.i.d. uniform symbols: nothing about x_{t-δ} is predictable from other symbols."""
+
+    name = "random"
+
+    def __init__(self, n: int = 40000, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        self.text = ["".join(rng.choice(letters, n)) for _ in range(3)]
+
+    def load(self) -> Splits:
+        return Splits([self.text[0]], [self.text[1][:8000]], [self.text[2][:8000]])
+
 
 CONF = PROJECT_ROOT / "conf"
 TINY = data_dir() / "shakespeare" / "tinyshakespeare.txt"

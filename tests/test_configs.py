@@ -9,6 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import CONF, compose_cfg
+from memsig.states import StateSource
 from memsig.tasks.utils import instantiate_all
 
 
@@ -30,10 +31,12 @@ def test_data_configs_build(data, tmp_path: Path):
 def test_model_configs_build(model, tmp_path: Path):
     cfg = compose_cfg([f"model={model}"], tmp_path)
     lm = hydra.utils.instantiate(cfg.model, vocab=hydra.utils.instantiate(cfg.vocab))
-    assert lm.hparams.cell == model
+    assert isinstance(lm, StateSource) and lm.state_names
+    if model in ("lstm", "gru"):
+        assert lm.hparams.cell == model
 
 
-@pytest.mark.parametrize("group", ["logger", "callbacks", "trainer", "experiment", "debug"])
+@pytest.mark.parametrize("group", ["logger", "callbacks", "trainer", "experiment", "debug", "size"])
 def test_group_options_compose_and_resolve(group, tmp_path: Path):
     for option in options(group):
         cfg = compose_cfg([f"{group}={option}"], tmp_path)

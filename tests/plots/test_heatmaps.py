@@ -73,12 +73,11 @@ def test_heatmap_masks_low_support_cells_and_says_so() -> None:
 def test_marginal_curves_styles() -> None:
     fig = marginal_curves({"A": make_signature(), "B": make_signature(memory=1)})
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-    assert set(lines) == {"A: layer1", "A: random:layer1", "A: majority class",
-                          "B: layer1", "B: random:layer1", "B: majority class"}
+    assert set(lines) == {"A: layer1", "A: random:layer1", "B: layer1", "B: random:layer1", "majority class"}
     np.testing.assert_allclose(lines["B: layer1"].get_ydata(), [100, 25, 25, 25, 25])
     assert lines["A: layer1"].get_linestyle() == "-" and lines["A: random:layer1"].get_linestyle() == "--"
     assert lines["A: layer1"].get_color() == lines["A: random:layer1"].get_color()
-    assert lines["A: majority class"].get_linestyle() == ":"
+    assert lines["majority class"].get_linestyle() == ":"
     single = marginal_curves(make_signature(), states=["layer1"])
     assert [line.get_label() for line in single.axes[0].get_lines()] == ["layer1", "majority class"]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import memsig
-from memsig.data.corpora import Corpus, Splits
+from conftest import RandomSymbols
 from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
 from memsig.models.delay_line import DelayLine
@@ -15,20 +15,6 @@ from memsig.probe.signature import Signature
 from memsig.vocab import Vocab
 
 VOCAB = Vocab()
-
-
-class RandomSymbols(Corpus):
-    """I.i.d. uniform symbols: nothing about x_{t-δ} is predictable from other symbols."""
-
-    name = "random"
-
-    def __init__(self, n: int = 40000, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-        self.text = ["".join(rng.choice(letters, n)) for _ in range(3)]
-
-    def load(self) -> Splits:
-        return Splits([self.text[0]], [self.text[1][:8000]], [self.text[2][:8000]])
 
 
 @pytest.fixture(scope="module")

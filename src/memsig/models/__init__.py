@@ -1,6 +1,7 @@
 """Models that expose their states through :class:`memsig.states.StateSource`."""
 
 from memsig.models.char_lm import CharLM
-from memsig.models.checkpoint import CheckpointError, load_model
+from memsig.models.checkpoint import CheckpointError, load_model, load_weights
+from memsig.models.ngram import NGramLM
 
-__all__ = ["CharLM", "CheckpointError", "load_model"]
+__all__ = ["CharLM", "CheckpointError", "NGramLM", "load_model", "load_weights"]

@@ -245,8 +245,24 @@ class CharLM(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["memsig"] = {"model_class": f"{type(self).__module__}.{type(self).__qualname__}",
                                 "vocab": self.vocab.to_dict()}
+        # The training state carried into the next window, so a run resumed mid-epoch goes
+        # on with it: [world_size, n_layers * (2 if lstm else 1), 1, B, H], one row per rank.
+        carried = self._carried.get("train")
+        if carried is not None:
+            flat = torch.stack([t for s in carried for t in (s if isinstance(s, tuple) else (s,))])
+            distributed = self._trainer is not None and self.trainer.world_size > 1
+            checkpoint["carried_state"] = {"train": self.all_gather(flat) if distributed else flat.unsqueeze(0)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from memsig.models.checkpoint import check_compatible
 
         check_compatible(checkpoint, self)
+        saved = checkpoint.get("carried_state", {}).get("train")
+        trainer = self._trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if saved is not None and saved.shape[0] == world:  # else: the next window starts from zeros
+            flat = saved[rank].to(trainer.strategy.root_device if trainer is not None else self.device)
+            per_layer = 2 if self.hparams.cell == "lstm" else 1
+            self._carried["train"] = [
+                (flat[i], flat[i + 1]) if per_layer == 2 else flat[i] for i in range(0, len(flat), per_layer)
+            ]

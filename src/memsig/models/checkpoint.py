@@ -71,3 +71,11 @@ def load_model(path: str | Path, expected: type[L.LightningModule] | None = None
     model = cls(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
+
+
+def load_weights(model: L.LightningModule, path: str | Path) -> None:
+    """Copy the weights of the checkpoint at ``path`` into ``model`` (same class, architecture
+    and symbol set, else :class:`CheckpointError`); optimizer and schedule are not touched."""
+    checkpoint = _read(path)
+    check_compatible(checkpoint, model, f"checkpoint {path}")
+    model.load_state_dict(checkpoint["state_dict"])

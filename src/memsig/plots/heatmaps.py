@@ -10,6 +10,7 @@ hatched grey background.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -91,25 +92,36 @@ def marginal_curves(sigs: dict[str, Signature] | Signature, states: list[str] | 
     """Marginal accuracy (%) per lag: one curve per (signature name, state) present in that signature.
 
     Controls (``random:`` / ``shuffled:``) are dashed in their state's colour; the
-    majority-class rate of each signature is a grey dotted line.
+    majority-class rate is a grey dotted line, one per distinct rate.
     """
     sigs = {"": sigs} if isinstance(sigs, Signature) else sigs
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     colours: dict[tuple[str, str], str] = {}
+    majorities: list[np.ndarray] = []
     for name, sig in sigs.items():
         prefix = f"{name}: " if name else ""
-        for state in [s for s in (states or sig.states) if s in sig.states]:
+        for state in [s for s in dict.fromkeys(states or sig.states) if s in sig.states]:
             base = state.split(":", 1)[1] if state.startswith(CONTROL_PREFIXES) else state
             colour = colours.setdefault((name, base), f"C{len(colours) % 10}")
             style = "-" if base == state else "--" if state.startswith("random:") else "-."
             accuracy = 100 * sig.accuracy[sig.index(state)]
             ax.plot(sig.lags, accuracy, style, color=colour, marker=".", label=prefix + state)
-        ax.plot(sig.lags, 100 * sig.majority_rate[0], ":", color="0.5", label=f"{prefix}majority class")
+        rate = 100 * sig.majority_rate[0]
+        if not any(len(m) == len(rate) and np.allclose(m, rate, atol=0.05) for m in majorities):  # one line per distinct rate
+            majorities.append(rate)
+            ax.plot(sig.lags, rate, ":", color="0.5", label=f"{prefix}majority class")
+    if len(majorities) == 1:  # shared by every signature
+        next(line for line in ax.get_lines() if line.get_label().endswith("majority class")).set_label("majority class")
     ax.set(xlabel="lag δ", ylabel="recall (%)", ylim=(0, 100), title="marginal recall per lag")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    entries = len(ax.get_lines())
+    if entries > 8:  # beside the axes, in as many columns as it takes
+        fig.set_figwidth(7 + 2.6 * math.ceil(entries / 22))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), ncols=math.ceil(entries / 22))
+    else:
+        ax.legend(fontsize=8, loc="upper right")
     return fig
 
 
@@ -163,12 +175,16 @@ def side_by_side(sigs: dict[str, Signature], state: str | dict[str, str]) -> Fig
     states = state if isinstance(state, dict) else {name: state for name in sigs}
     k = max(len(s.lags) for s in sigs.values())
     c = max(len(s.symbols) for s in sigs.values())
-    fig = Figure(figsize=(1.5 + len(sigs) * (0.8 + CELL * c), 1.8 + CELL * k), layout="constrained")
-    axes = fig.subplots(1, len(sigs), squeeze=False)[0]
+    cols = min(len(sigs), 4)
+    rows = math.ceil(len(sigs) / cols)
+    fig = Figure(figsize=(1.5 + cols * (0.8 + CELL * c), rows * (1.8 + CELL * k)), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for j, (ax, (name, sig)) in enumerate(zip(axes, sigs.items())):
         image = _grid(ax, 100 * sig.recall[sig.index(states[name])])
-        _label(ax, sig.lags, sig.symbols, ylabel=j == 0)
+        _label(ax, sig.lags, sig.symbols, ylabel=j % cols == 0)
         ax.set_title(f"{name}\n{states[name]}", fontsize=10)
+    for ax in axes[len(sigs):]:
+        ax.set_axis_off()
     fig.colorbar(image, ax=list(axes), label="recall (%)")
     return fig
 

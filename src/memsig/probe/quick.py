@@ -1,36 +1,45 @@
-"""Quick memory signature: closed-form linear (ridge) decoders from second moments.
+"""Quick memory signature: closed-form ridge decoders on random ReLU features of the state.
 
 A preview of the signature in seconds instead of the MLP probe's training run
-(:class:`~memsig.probe.multihead.MultiHeadProbe`). Three streaming passes, each reading
-the split's batches in order (so the source carries its state exactly as in training):
+(:class:`~memsig.probe.multihead.MultiHeadProbe`). The decoder of lag δ is linear in a
+fixed feature map ``φ(x) = [z, relu(z·R + b), 1]`` of the state ``x`` (``z`` standardised
+by the first training batch, ``R`` ``[D, P]`` random Gaussian, ``b`` random offsets), i.e.
+kernel ridge regression with P random features: a non-linear decoder, solved in closed
+form. ``features=0`` gives the plain linear ridge decoder on ``[z, 1]``. Three streaming
+passes, each reading the split's batches in order (so the source carries its state exactly
+as in training):
 
-1. **train** — per probed state, float64 moments of ``x̃ = [x, 1]``: one shared Gram
-   ``G = Σ x̃x̃ᵀ`` over real positions, the cross moments ``X̃ᵀY_δ`` (one-hot targets) of
-   every lag, and small corrections ``E_j`` = Gram of the real positions with
-   ``history == j`` (j < max lag: only the first positions of each stream/segment) and,
-   for negative lags, ``E⁻_j`` over those with j real positions after them in the window.
-   ``G_δ = G − Σ_{j<δ} E_j`` (``G − Σ_{j<|δ|} E⁻_j`` for δ < 0) is then exactly the Gram
-   of lag δ's positions; each batch checks that these are the positions
-   :func:`~memsig.probe.targets.lag_targets` marks valid (padding only at row ends).
-2. **solve** — ``W_δ(λ) = (G_δ + λ'·I')⁻¹ X̃ᵀY_δ`` with an unpenalised bias, done as ridge
-   on centred features (one ``eigh`` per (state, lag), reused for every λ). λ is
-   scale-free: ``λ' = λ · trace(S_δ) / D``, S_δ the centred Gram (the penalised block).
-3. **dev** — every λ is scored at once (one float32 GEMM for all lags and λ); λ is
-   chosen per (state, lag) by dev accuracy (argmax of ``x̃W``) over every dev position.
-   Ridge scores are not probabilities, so cross-entropy uses ``softmax(x̃W / T)``; the dev
-   cross-entropy of every (λ, T), T in ``2^-10 … 2^0``, is accumulated in the same pass on
-   a sample of at most 1024 positions per batch (a 1-D fit needs no more) and T is the
-   best one for the chosen λ.
-   **test** — confusion matrices and cross-entropy with the chosen λ and T, plus the
-   model's own next-symbol confusion when the source gives ``next_logits``.
+1. **train** — per probed state, moments of ``φ`` over at most ``train_positions`` sampled
+   real positions per batch (per-batch products in float32, sums in float64): one shared
+   Gram ``G = Σ φφᵀ``, the cross moments ``Φᵀ Y_δ`` (one-hot targets) of every lag, and small
+   corrections ``E_j`` = Gram of the sampled positions with ``history == j`` (j < max lag:
+   only the first positions of each stream/segment) and, for negative lags, ``E⁻_j`` over
+   those with j real positions after them in the window. ``G_δ = G − Σ_{j<δ} E_j``
+   (``G − Σ_{j<|δ|} E⁻_j`` for δ < 0) is then exactly the Gram of lag δ's positions; each
+   batch checks that these are the positions :func:`~memsig.probe.targets.lag_targets`
+   marks valid (padding only at row ends).
+2. **solve** — ``W_δ(λ) = (G_δ + λ'·I')⁻¹ Φᵀ Y_δ`` with an unpenalised bias, done as ridge on
+   centred features: one Cholesky factorisation per (state, lag, λ). λ is scale-free:
+   ``λ' = λ · trace(S_δ) / D'``, S_δ the centred Gram (the penalised block).
+3. **dev** — on a sample of at most 2048 positions per batch, every λ is scored at once (one
+   float32 GEMM for all lags and λ) and chosen per (state, lag) by accuracy (argmax of
+   ``φW``). Ridge scores are not probabilities, so cross-entropy uses ``softmax(φW / T)``;
+   the dev cross-entropy of every (λ, T), T in ``2^-10 … 2^0``, is accumulated in the same
+   pass and T is the best one for the chosen λ.
+   **test** — every test position: confusion matrices and cross-entropy with the chosen λ
+   and T, plus the model's own next-symbol confusion when the source gives ``next_logits``.
 
-Memory holds only the moments (``[K, D+1, D+1]`` per state); nothing grows with the
-corpus. The ``random``/``shuffled`` controls are not offered: use the MLP probe.
+Memory holds only the moments (``[D'+1, D'+1]`` per state plus corrections, ``D' = D + P``);
+nothing grows with the corpus. The ``random``/``shuffled`` controls are not offered: use the
+MLP probe.
 
-When to trust it: linear decoders *underestimate* recall that the state holds
-non-linearly (an MLP decoder can only do better), so absolute accuracies are lower
-bounds. It is fine for ranking symbols and lags, for spotting where memory fades, and as
-a preview; compare with the MLP signature on a few lags before drawing conclusions.
+When to trust it: as a preview — where memory fades, which lags and layers keep more. On a
+trained LSTM-320 (``benchmarks/probe_speed.py`` (d), README) its marginal accuracies are
+8–14 points below the MLP probe's at lags 2–5 and its per-symbol recall ranks agree with
+the MLP signature's less well than two MLP runs with different seeds agree with each
+other; on a 2-layer LSTM-128 they agreed about as well. Confirm per-symbol conclusions with
+the MLP probe (and its controls) before reporting them. With ``features=0`` (linear) it
+underestimates recall that the state holds non-linearly.
 """
 
 from __future__ import annotations
@@ -49,7 +58,30 @@ from memsig.states import StateBatch, StateSource
 
 F64 = torch.float64
 INV_TEMPERATURES = tuple(2.0**i for i in range(11))  # β = 1/T tried on dev
-TEMPERATURE_SAMPLE = 1024  # dev positions per batch the temperature is fitted on
+DEV_SAMPLE = 2048  # dev positions per batch that choose λ ...
+TEMPERATURE_SAMPLE = 256  # ... and, of those, T
+
+
+class ReLUFeatures:
+    """The fixed feature map ``φ(x) = [z, relu(z·R + b), 1]`` ``[N, D] → [N, D + P + 1]`` (float32).
+
+    ``z = (x − mean) / std`` with the statistics of ``x`` (``[N, D]``, real positions of the
+    first training batch; a column constant there is only centred); ``R`` ``[D, P]`` has N(0, 1/D) entries (so ``z·R`` is about unit
+    variance) and ``b`` ``[P]`` N(0, 1/4) entries, drawn from ``seed``.
+    """
+
+    def __init__(self, x: Tensor, size: int, seed: int) -> None:
+        x = x.float()
+        d = x.shape[1]
+        std = x.std(0).nan_to_num(0.0)
+        self.mean, self.std = x.mean(0), torch.where(std > 1e-6, std, 1.0)  # constant there: left unscaled
+        gen = torch.Generator().manual_seed(seed)
+        self.proj = (torch.randn(d, size, generator=gen) / math.sqrt(d)).to(x.device)
+        self.bias = (0.5 * torch.randn(size, generator=gen)).to(x.device)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        z = (x.float() - self.mean) / self.std
+        return torch.cat([z, torch.relu(z @ self.proj + self.bias), z.new_ones(len(z), 1)], -1)
 
 
 def _batches(source: StateSource, datamodule: Any, split: str, lags: list[int], common: bool,
@@ -69,18 +101,29 @@ def _batches(source: StateSource, datamodule: Any, split: str, lags: list[int], 
         yield sb, targets.flatten(0, 1), valid.flatten(0, 1)
 
 
-def _features(sb: StateBatch, spec: str) -> Tensor:
-    """``[B·T, D+1]`` float64 state (parts of ``a+b`` concatenated) with a bias column."""
-    x = torch.cat([sb.states[p] for p in spec.split("+")], -1).flatten(0, 1).to(F64)
-    return torch.cat([x, x.new_ones(len(x), 1)], -1)
+def _state(sb: StateBatch, spec: str) -> Tensor:
+    """``[B·T, D]`` the probed state (parts of ``a+b`` concatenated)."""
+    return torch.cat([sb.states[p] for p in spec.split("+")], -1).flatten(0, 1)
+
+
+def _sample(n: int, size: int | None, gen: torch.Generator, device: torch.device) -> Tensor:
+    """``[n]`` bool: ``size`` positions drawn without replacement (all if ``size`` is None or ≥ n)."""
+    keep = torch.ones(n, dtype=torch.bool)
+    if size is not None and size < n:
+        keep[torch.randperm(n, generator=gen)[size:]] = False
+    return keep.to(device)
 
 
 def train_moments(source: StateSource, datamodule: Any, states: Sequence[str] | None = None,
-                  lags: Sequence[int] | None = None,
-                  max_batches: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:
-    """One pass over train: per state, the Gram ``[K, D+1, D+1]`` and cross moment ``[K, D+1, C]`` of each lag.
+                  lags: Sequence[int] | None = None, max_batches: int | None = None, features: int = 0,
+                  train_positions: int | None = None,
+                  seed: int = 0) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, ReLUFeatures]]:
+    """One pass over train: per state, the Gram ``[K, D'+1, D'+1]`` and cross moment ``[K, D'+1, C]``
+    of each lag in feature space, and the feature maps (:class:`ReLUFeatures` with ``features``
+    random features, fitted on the first batch).
 
-    The per-lag Grams come from the shared Gram minus the corrections (module docstring).
+    The per-lag Grams come from the shared Gram minus the corrections (module docstring), over
+    at most ``train_positions`` sampled real positions per batch.
     Raises ValueError if a batch pads inside a row (the corrections assume trailing padding).
     """
     states, lags = resolve_probe(source, states, lags)
@@ -88,6 +131,8 @@ def train_moments(source: StateSource, datamodule: Any, states: Sequence[str] | 
     up, down = max(0, max(lags)), max(0, -min(lags))
     j = torch.arange(up + down)  # corrections: history == j (j < up), then up + j: j real positions after t
     excluded = torch.stack([j < lag if lag > 0 else (j >= up) & (j < up - lag) for lag in lags]).to(F64)  # [K, J]
+    gen = torch.Generator().manual_seed(seed)
+    phi: dict[str, ReLUFeatures] = {}
     gram: dict[str, Tensor] = {}
     corr: dict[str, Tensor] = {}
     cross: dict[str, Tensor] = {}
@@ -96,21 +141,29 @@ def train_moments(source: StateSource, datamodule: Any, states: Sequence[str] | 
         after = (sb.mask.flip(1).cumsum(1).flip(1) - sb.mask.long()).flatten()  # real positions after t
         if not torch.equal(v, torch.stack([m & (hist >= l if l > 0 else after >= -l) for l in lags], -1)):
             raise ValueError("quick_signature needs padding only at the end of each row")
+        idx = m.nonzero().squeeze(1)
+        idx = idx[_sample(len(idx), train_positions, gen, idx.device)]  # the sampled real positions
+        hist, after, y, v = hist[idx], after[idx], y[idx], v[idx]
         levels = [hist == j for j in range(up)] + [after == j for j in range(down)]
-        groups = [(j, idx) for j, sel in enumerate(levels) if len(idx := (m & sel).nonzero().squeeze(1))]
-        onehot = (F.one_hot(y, c).to(F64) * v[..., None]).flatten(1)  # [N, K·C]
+        onehot = (F.one_hot(y, c).float() * v[..., None]).flatten(1)  # [N, K·C]
         for s in states:
-            x = _features(sb, s)
-            d = x.shape[1]
+            x = _state(sb, s)[idx]
+            if s not in phi:
+                phi[s] = ReLUFeatures(x, features, seed)
+            f = phi[s](x)
+            d = f.shape[1]
             if s not in gram:
-                gram[s], corr[s], cross[s] = x.new_zeros(d, d), x.new_zeros(up + down, d, d), x.new_zeros(d, k * c)
-            xm = x[m]
-            gram[s] += xm.T @ xm
-            cross[s] += x.T @ onehot
-            for j, idx in groups:
-                corr[s][j] += x[idx].T @ x[idx]
-    return {s: (gram[s] - torch.einsum("kj,jde->kde", excluded.to(gram[s].device), corr[s]),
-                cross[s].view(-1, k, c).transpose(0, 1)) for s in states}
+                gram[s], corr[s], cross[s] = (torch.zeros(d, d, dtype=F64, device=f.device),
+                                              torch.zeros(up + down, d, d, dtype=F64, device=f.device),
+                                              torch.zeros(d, k * c, dtype=F64, device=f.device))
+            gram[s] += (f.T @ f).double()
+            cross[s] += (f.T @ onehot).double()
+            for jj, sel in enumerate(levels):
+                if sel.any():
+                    corr[s][jj] += (f[sel].T @ f[sel]).double()
+    moments = {s: (gram[s] - torch.einsum("kj,jde->kde", excluded.to(gram[s].device), corr[s]),
+                   cross[s].view(-1, k, c).transpose(0, 1)) for s in states}
+    return moments, phi
 
 
 def ridge_weights(gram: Tensor, cross: Tensor, ridge: Sequence[float]) -> Tensor:
@@ -118,17 +171,20 @@ def ridge_weights(gram: Tensor, cross: Tensor, ridge: Sequence[float]) -> Tensor
 
     Args:
         gram: ``[K, D+1, D+1]`` per-lag Gram of ``[x, 1]``; cross: ``[K, D+1, C]``.
-        ridge: L relative strengths; λ' = λ · trace(centred Gram) / D.
+        ridge: L relative strengths (> 0); λ' = λ · trace(centred Gram) / D.
     """
+    if min(ridge) <= 0:
+        raise ValueError(f"ridge strengths must be positive, got {list(ridge)}")
     n = gram[:, -1, -1].clamp(min=1)  # positions per lag
     mu, ybar = gram[:, :-1, -1] / n[:, None], cross[:, -1] / n[:, None]  # [K, D], [K, C]
     cov = gram[:, :-1, :-1] - n[:, None, None] * mu[:, :, None] * mu[:, None, :]
     xy = cross[:, :-1] - n[:, None, None] * mu[:, :, None] * ybar[:, None, :]
-    evals, q = torch.linalg.eigh(cov)
     scale = (cov.diagonal(dim1=-2, dim2=-1).sum(-1) / cov.shape[-1]).clamp(min=torch.finfo(F64).tiny)
     lam = torch.tensor(list(ridge), dtype=F64, device=gram.device)
-    denom = evals.clamp(min=0)[:, None, :] + lam[None, :, None] * scale[:, None, None]  # [K, L, D]
-    w = q[:, None] @ ((q.transpose(-1, -2) @ xy)[:, None] / denom[..., None])  # [K, L, D, C]
+    eye = torch.eye(cov.shape[-1], dtype=F64, device=gram.device)
+    w = torch.stack([torch.cholesky_solve(xy[i].expand(len(lam), -1, -1),
+                                          torch.linalg.cholesky(cov[i] + (lam * scale[i])[:, None, None] * eye))
+                     for i in range(len(cov))])  # [K, L, D, C]
     bias = ybar[:, None, :] - (mu[:, None, None, :] @ w).squeeze(-2)
     return torch.cat([w, bias[:, :, None, :]], -2)
 
@@ -140,46 +196,55 @@ def _nll(scores: Tensor, y: Tensor, v: Tensor) -> Tensor:
 
 
 def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] | None = None,
-                    lags: Sequence[int] | None = None, ridge: Sequence[float] = (1e-3, 1e-2, 1e-1, 1, 10, 100),
-                    max_train_batches: int | None = None, common_positions: bool = False, prior: np.ndarray | None = None,
-                    meta: dict[str, Any] | None = None) -> Signature:
-    """The ridge signature of ``source`` (see module docstring for method and caveats).
+                    lags: Sequence[int] | None = None, features: int = 512, train_positions: int | None = 4096,
+                    ridge: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1, 10), max_train_batches: int | None = None,
+                    common_positions: bool = False, seed: int = 0, depth: int = 1,
+                    prior: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> Signature:
+    """The quick signature of ``source`` (see module docstring for method and caveats).
 
     Args:
         states, lags: as :class:`MultiHeadProbe` (default: the ``.c`` states, else all; lags 1…20).
-        ridge: relative ridge strengths λ tried on dev (scaled by trace/D of each centred Gram).
+        features: random ReLU features P appended to the standardised state (0: linear ridge).
+        train_positions: real positions sampled per training batch for the moments (None: all).
+        ridge: relative ridge strengths λ (> 0) tried on dev (scaled by trace/D' of each centred Gram).
         max_train_batches: accumulate the moments over at most this many training batches
             (they settle long before a large corpus ends); dev and test are read whole.
         common_positions: score dev/test only where every lag has a target.
+        seed: draws the features and the sampled positions.
+        depth: a richer decoder, ``depth × features`` random features: the quick counterpart of
+            the MLP probe's deeper decoders (the reference's hard-to-decode control).
         prior: ``[C]`` training symbol frequencies (default: counted on ``datamodule.ids("train")``).
         meta: merged into the signature's meta.
     """
     states, lags = resolve_probe(source, states, lags)
     c, k, ar = len(source.vocab), len(lags), torch.arange(len(lags))
-    moments = train_moments(source, datamodule, states, lags, max_train_batches)
-    weights = {s: ridge_weights(g, xy, ridge) for s, (g, xy) in moments.items()}  # [K, L, D+1, C]
-    correct = {s: torch.zeros(len(ridge), k, dtype=torch.long) for s in states}
-    dev_ce = {s: torch.zeros(len(ridge), len(INV_TEMPERATURES), k, dtype=F64) for s in states}
+    features *= depth
+    moments, phi = train_moments(source, datamodule, states, lags, max_train_batches, features, train_positions, seed)
+    weights = {s: ridge_weights(g, xy, ridge) for s, (g, xy) in moments.items()}  # [K, L, D'+1, C]
+    correct = {s: torch.zeros(k, len(ridge), dtype=torch.long) for s in states}
+    dev_ce = {s: torch.zeros(len(INV_TEMPERATURES), k, len(ridge), dtype=F64) for s in states}
     dev_n = torch.zeros(k, dtype=torch.long)
-    # dev scores every λ at once in float32 (one GEMM [N, D+1] @ [D+1, K·L·C]); the
-    # temperature, a 1-D fit, only needs a sample: at most TEMPERATURE_SAMPLE positions a batch
+    # dev scores every λ at once in float32 (one GEMM [N, D'+1] @ [D'+1, K·L·C]) on a sample of
+    # DEV_SAMPLE positions per batch; the temperature (a 1-D fit) on the first TEMPERATURE_SAMPLE of them
     flat = {s: w.permute(2, 0, 1, 3).reshape(w.shape[2], -1).float() for s, w in weights.items()}
-    gen = torch.Generator().manual_seed(0)
+    betas = torch.tensor(INV_TEMPERATURES)[:, None, None, None, None]
+    gen = torch.Generator().manual_seed(seed)
     for sb, y, v in _batches(source, datamodule, "dev", lags, common_positions, None):
         idx = v.any(-1).nonzero().squeeze(1)
-        y, v = y[idx].T, v[idx].T  # [K, N]
-        dev_n += v.sum(-1).cpu()
-        sample = torch.randperm(len(idx), generator=gen)[:TEMPERATURE_SAMPLE].to(y.device)
+        idx = idx[_sample(len(idx), DEV_SAMPLE, gen, idx.device)]
+        y, v = y[idx], v[idx]  # [N, K]
+        dev_n += v.sum(0).cpu()
+        n_t = min(len(idx), TEMPERATURE_SAMPLE)
         for s in states:
-            z = (_features(sb, s)[idx].float() @ flat[s]).view(len(idx), k, len(ridge), c)  # [N, K, L, C]
-            correct[s] += ((z.argmax(-1) == y.T[:, :, None]) & v.T[:, :, None]).sum(0).T.cpu()
-            zs = z[sample].permute(2, 1, 0, 3).double()  # [L, K, n, C]
-            ys, vs = y[:, sample], v[:, sample]
-            dev_ce[s] += torch.stack([torch.stack([_nll(zl * b, ys, vs) for b in INV_TEMPERATURES]) for zl in zs]).cpu()
-    best = {s: correct[s].argmax(0) for s in states}  # λ index per lag
-    beta = {s: torch.tensor(INV_TEMPERATURES, dtype=F64)[dev_ce[s].permute(2, 0, 1)[ar, best[s]].argmin(-1)]
-            for s in states}
-    chosen = {s: weights[s][ar, best[s]] for s in states}  # [K, D+1, C]
+            z = (phi[s](_state(sb, s)[idx]) @ flat[s]).view(len(idx), k, len(ridge), c)  # [N, K, L, C]
+            correct[s] += ((z.argmax(-1) == y[..., None]) & v[..., None]).sum(0).cpu()
+            zt = z[:n_t] * betas.to(z.device)  # [T, n, K, L, C]
+            target = zt.gather(-1, y[:n_t, :, None, None].expand(-1, -1, len(ridge), 1)[None].expand(len(betas), -1, -1, -1, -1))
+            nll = (zt.logsumexp(-1) - target.squeeze(-1)) * v[:n_t, :, None]
+            dev_ce[s] += nll.sum(1).double().cpu()  # [T, K, L]
+    best = {s: correct[s].argmax(1) for s in states}  # λ index per lag
+    beta = {s: torch.tensor(INV_TEMPERATURES, dtype=F64)[dev_ce[s][:, ar, best[s]].argmin(0)] for s in states}
+    chosen = {s: weights[s][ar, best[s]].float() for s in states}  # [K, D'+1, C]
     confusion = torch.zeros(len(states), k * c * c, dtype=torch.long)
     ce = torch.zeros(len(states), k, dtype=F64)
     forward = torch.zeros(c * c, dtype=torch.long)
@@ -187,7 +252,7 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
         idx = v.any(-1).nonzero().squeeze(1)
         y, v = y[idx].T, v[idx].T
         for i, s in enumerate(states):
-            z = torch.einsum("nd,kdc->knc", _features(sb, s)[idx], chosen[s])
+            z = torch.einsum("nd,kdc->knc", phi[s](_state(sb, s)[idx]), chosen[s]).double()
             ce[i] += _nll(z * beta[s].to(z.device)[:, None, None], y, v).cpu()
             cell = (ar.to(y.device)[:, None] * c + y) * c + z.argmax(-1)
             confusion[i] += torch.bincount(cell[v], minlength=k * c * c).cpu()
@@ -200,11 +265,12 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
         prior = prior / prior.sum()
     conf = confusion.view(len(states), k, c, c).numpy()
     ce_bits = ce.numpy() / np.maximum(conf.sum((-1, -2)), 1) / math.log(2)
-    info = {"probe": {"mode": "quick", "states": states, "lags": lags, "ridge_grid": list(ridge),
+    info = {"probe": {"mode": "quick", "states": states, "lags": lags, "features": features,
+                      "train_positions": train_positions, "ridge_grid": list(ridge),
                       "ridge": {s: [float(ridge[j]) for j in best[s]] for s in states},
                       "temperature": {s: (1 / beta[s]).tolist() for s in states},
-                      "dev_accuracy": {s: (correct[s][best[s], ar] / dev_n.clamp(min=1)).tolist() for s in states},
-                      "common_positions": common_positions, "max_train_batches": max_train_batches},
+                      "dev_accuracy": {s: (correct[s][ar, best[s]] / dev_n.clamp(min=1)).tolist() for s in states},
+                      "common_positions": common_positions, "max_train_batches": max_train_batches, "seed": seed},
             **(meta or {})}
     return Signature(states, lags, list(source.vocab.labels), conf, ce_bits, np.asarray(prior, dtype=np.float64),
                      forward.view(c, c).numpy() if forward.sum() else None, info)

@@ -41,10 +41,19 @@ def resolve_probe(source: StateSource, states: Sequence[str] | None, lags: Seque
     if not lags or len(set(lags)) != len(lags):
         raise ValueError(f"probe.lags must be distinct and non-empty; got {lags}")
     states = list(states) if states else [s for s in source.state_names if s.endswith(".c")] or list(source.state_names)
+    states = ["+".join(_default_state(source, p) for p in spec.split("+")) for spec in states]
     for part in (p for spec in states for p in spec.split("+")):
         if part not in source.state_dims:
             raise ValueError(f"probe state {part!r} is not exposed by the model; it has {source.state_names}")
     return states, lags
+
+
+def _default_state(source: StateSource, name: str) -> str:
+    """``name`` itself if exposed; for a layer name, its ``.c`` state if exposed, else its first."""
+    if name in source.state_dims:
+        return name
+    parts = [s for s in source.state_names if s.startswith(name + ".")]
+    return next((s for s in parts if s.endswith(".c")), parts[0] if parts else name)
 
 
 class LeftContext:

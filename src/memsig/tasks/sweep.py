@@ -26,7 +26,7 @@ from memsig.data.io import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 
-def _parse(overrides: list[str]) -> dict[str, str]:
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
     return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
 
 
@@ -35,7 +35,7 @@ def summarize(sweep_dir: str | Path, metric: str = "val/loss", select_over: tupl
     rows, swept = [], set()
     for f in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
         result = json.loads(f.read_text())
-        overrides = _parse(result["overrides"])
+        overrides = parse_overrides(result["overrides"])
         swept.update(overrides)
         row: dict[str, Any] = {"job": f.parent.name, **overrides}
         row.update({k: round(v, 5) for k, v in sorted(result["metrics"].items())})
@@ -45,7 +45,8 @@ def summarize(sweep_dir: str | Path, metric: str = "val/loss", select_over: tupl
     best: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         key = tuple(r.get(k) for k in group_keys)
-        if metric in r and (key not in best or r[metric] < best[key][metric]):
+        score = r.get(metric, float("inf"))  # a job that never validated loses to any that did
+        if key not in best or score < best[key].get(metric, float("inf")):
             best[key] = r
     return rows, list(best.values())
 

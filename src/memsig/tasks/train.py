@@ -1,8 +1,10 @@
 """Train a language model from a composed config, test its best checkpoint, report.
 
 Writes into the run dir: ``checkpoints/`` (best by val/loss and ``last.ckpt``), the
-loggers' folders, and ``metrics.json`` (final metrics, best checkpoint, overrides, wall
-time) — the file :class:`~memsig.tasks.sweep.SweepSummary` collects after a multirun.
+loggers' folders, ``signatures/`` when ``signature.probe`` is set, and ``metrics.json``
+(final metrics, best checkpoint, signatures, overrides, wall time) — the file
+:class:`~memsig.tasks.sweep.SweepSummary` and :class:`~memsig.tasks.report.StudyReport`
+collect after a multirun.
 """
 
 from __future__ import annotations
@@ -18,16 +20,25 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from memsig.models.checkpoint import load_weights
+from memsig.models.ngram import NGramLM, count_table_signature
+from memsig.tasks.probe import resolve_checkpoint
+from memsig.tasks.signatures import evaluate_elsewhere, probe_settings, write_signatures
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (``cfg.train``), then test (``cfg.test``) the model ``cfg`` describes.
+    """Fit (``cfg.train``), then test (``cfg.test``) the model ``cfg`` describes; then score it on
+    the ``evaluate_on`` corpora and write its ``signature`` (:mod:`memsig.tasks.signatures`).
+
+    ``init_from`` (a checkpoint or train run dir) starts from another run's weights with a
+    fresh optimizer: fine-tuning, e.g. on another domain. An n-gram model (``model=ngram``)
+    is counted instead of trained.
 
     Returns the result written to ``metrics.json``: ``metrics`` (floats by name),
-    ``best_checkpoint``, ``last_checkpoint``, ``overrides``, ``wall_time_s``, ``params``.
+    ``best_checkpoint``, ``last_checkpoint``, ``signatures``, ``overrides``, ``wall_time_s``, ``params``.
     """
     start = time.time()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -36,36 +47,100 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     vocab = hydra.utils.instantiate(cfg.vocab)
     datamodule = hydra.utils.instantiate(cfg.data, vocab=vocab)
     model = hydra.utils.instantiate(cfg.model, vocab=vocab)
+    out = Path(cfg.paths.output_dir)
+    if isinstance(model, NGramLM):
+        return _count_ngram(cfg, model, datamodule, out, start)
+    if cfg.get("init_from"):
+        source = resolve_checkpoint(str(cfg.init_from))
+        load_weights(model, source)
+        log.info("initial weights from %s", source)
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     try:
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, trainer))
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         ckpt_cb = trainer.checkpoint_callback
         best = getattr(ckpt_cb, "best_model_path", "") or None
         last = getattr(ckpt_cb, "last_model_path", "") or None
+        tested = best if cfg.get("train", True) else cfg.get("ckpt_path")
+        metrics = dict(fit_metrics)
         if cfg.get("test", True):
-            trainer.test(model, datamodule=datamodule, ckpt_path=best if cfg.get("train", True) else cfg.get("ckpt_path"))
+            trainer.test(model, datamodule=datamodule, ckpt_path=tested)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics.update(evaluate_elsewhere(cfg, trainer, model, tested))
         result = {
-            "metrics": {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}},
+            "metrics": metrics,
             "best_checkpoint": best,
             "best_val_loss": float(ckpt_cb.best_model_score) if getattr(ckpt_cb, "best_model_score", None) is not None else None,
             "last_checkpoint": last,
+            "signatures": {},
             "overrides": task_overrides(),
-            "wall_time_s": round(time.time() - start, 1),
             "params": sum(p.numel() for p in model.parameters()),
         }
         if trainer.is_global_zero:
-            out = Path(cfg.paths.output_dir)
+            if tested or last:
+                result["signatures"] = write_signatures(cfg, tested or last, datamodule, out)
+            elif probe_settings(cfg):
+                log.warning("no checkpoint was written (callbacks without model_checkpoint): no signature")
+            result["wall_time_s"] = round(time.time() - start, 1)
             write_json(out / "metrics.json", result)
             _print_summary(result, out)
         return result
     finally:
         if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
             sys.modules["wandb"].finish()
+
+
+def _count_ngram(cfg: DictConfig, model: NGramLM, datamodule: Any, out: Path, start: float) -> dict[str, Any]:
+    """The n-gram path of :func:`train`: count, score dev/test (and ``evaluate_on``), save, probe.
+
+    Besides the probe's signatures it writes ``signatures/count_table.npz``: the exact
+    count-table decoder of the n-gram state (:func:`~memsig.models.ngram.count_table_signature`).
+    """
+    datamodule.setup()
+    model.fit(datamodule.ids("train"))
+    metrics = {f"{stage}/{k}": v for split, stage in (("dev", "val"), ("test", "test"))
+               for k, v in model.evaluate(datamodule.ids(split)).items()}
+    for name, data_cfg in (cfg.get("evaluate_on") or {}).items():
+        other = hydra.utils.instantiate(data_cfg, vocab=model.vocab)
+        other.setup()
+        metrics.update({f"eval/{name}/{k}": v for k, v in model.evaluate(other.ids("test")).items()})
+    ckpt = model.save(out / "checkpoints" / "ngram.ckpt")
+    result = {"metrics": metrics, "best_checkpoint": str(ckpt), "best_val_loss": metrics["val/loss"],
+              "last_checkpoint": str(ckpt), "overrides": task_overrides(), "params": 0,
+              "signatures": write_signatures(cfg, ckpt, datamodule, out)}
+    if result["signatures"]:
+        lags = probe_settings(cfg)["main"].get("lags") or list(range(1, 21))
+        table = count_table_signature(model, datamodule, lags).save(out / "signatures" / "count_table.npz")
+        result["signatures"]["count_table"] = str(table)
+    result["wall_time_s"] = round(time.time() - start, 1)
+    write_json(out / "metrics.json", result)
+    _print_summary(result, out)
+    return result
+
+
+def resume_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    """The checkpoint ``fit`` starts from: ``cfg.ckpt_path`` when set; else, with
+    ``resume: auto``, the ``last.ckpt`` an earlier attempt at this run left in the
+    checkpoint dir (a killed or requeued job goes on where it stopped); else None.
+    """
+    if cfg.get("ckpt_path"):
+        return cfg.ckpt_path
+    mode = cfg.get("resume")
+    if mode in (None, False, "never"):
+        return None
+    if mode != "auto":
+        raise ValueError(f"resume must be auto or never; got {mode!r}")
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.dirpath:
+            last = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+            if last.is_file():
+                log.info("resuming from %s (resume=auto; resume=never starts over)", last)
+                return str(last)
+    return None
 
 
 def _print_summary(result: dict[str, Any], out: Path) -> None:

@@ -1,0 +1,80 @@
+"""After training: other corpora's test scores and the memory signatures of the trained model.
+
+Two optional blocks of ``conf/train.yaml`` make a train run one step of a study:
+
+- ``evaluate_on``: name -> data config. The tested checkpoint is also scored on each of these
+  corpora's test split (metrics ``eval/<name>/loss|bpc|ppl``), e.g. WSJ perplexity of a
+  model trained on Shakespeare.
+- ``signature``: ``probe`` (a ``conf/probe/*.yaml`` preset, picked by ``size=...`` or
+  ``probe@signature.probe=<preset>``; null: no signature), ``data`` (null: the run's data),
+  ``max_epochs`` (MLP probe), ``variants`` (name -> overrides of ``probe``: one more
+  signature each, e.g. deeper decoders on the top layers) and ``plot_formats``.
+  Writes ``signatures/<name>.npz`` (``main`` and each variant) and ``signatures/<name>/``
+  figures into the run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from memsig.api import probe as probe_api
+from memsig.data.io import sha256_of
+from memsig.models.checkpoint import load_model
+from memsig.tasks.probe import write_figures
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_elsewhere(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule,
+                       ckpt: str | None) -> dict[str, float]:
+    """Test metrics of ``ckpt`` (None: the model as it is) on every corpus of ``cfg.evaluate_on``."""
+    metrics: dict[str, float] = {}
+    for name, data_cfg in (cfg.get("evaluate_on") or {}).items():
+        datamodule = hydra.utils.instantiate(data_cfg, vocab=model.vocab)
+        for key, value in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0].items():
+            metrics[f"eval/{name}/{key.removeprefix('test/')}"] = float(value)
+        log.info("%s test: %s", name, {k: round(v, 4) for k, v in metrics.items() if k.startswith(f"eval/{name}/")})
+    return metrics
+
+
+def probe_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Signature name -> probe options (``main`` from ``signature.probe``, then each variant)."""
+    base = cfg.signature.probe
+    if base is None:
+        return {}
+    base = OmegaConf.create(OmegaConf.to_container(base, resolve=True))  # not in struct mode: variants may add keys
+    variants = cfg.signature.get("variants") or {}
+    return {name: OmegaConf.to_container(OmegaConf.merge(base, extra), resolve=True)  # type: ignore[misc]
+            for name, extra in {"main": {}, **variants}.items()}
+
+
+def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Path) -> dict[str, str]:
+    """Probe ``ckpt`` with every setting of :func:`probe_settings`; name -> signature file."""
+    settings = probe_settings(cfg)
+    if not settings:
+        return {}
+    model = load_model(ckpt)
+    if cfg.signature.get("data") is not None:
+        datamodule = hydra.utils.instantiate(cfg.signature.data, vocab=model.vocab)
+    meta = {"model": {"class": type(model).__name__, **dict(getattr(model, "hparams", {}))},
+            "checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test",
+            "data": OmegaConf.to_container(cfg.signature.data or cfg.data, resolve=True)}
+    written = {}
+    for name, options in settings.items():
+        options.pop("_target_", None)
+        quick = options.pop("mode", None) == "quick"
+        log.info("signature %r (%s probe)", name, "quick" if quick else "MLP")
+        sig = probe_api(model, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False,
+                        **options)
+        sig.meta.update({**meta, "signature": name})
+        path = sig.save(out / "signatures" / f"{name}.npz")
+        write_figures(sig, out / "signatures" / name, list(cfg.signature.plot_formats))
+        print(f"signature {name}: marginal recall per lag\n{sig.table()}", flush=True)
+        written[name] = str(path)
+    return written

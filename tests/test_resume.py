@@ -1,0 +1,219 @@
+"""Resuming: a killed run goes on from last.ckpt mid-epoch exactly as if it had never stopped.
+
+The pieces (loader position and order, torch's random state, the carried recurrent state,
+atomic checkpoint files, ``resume: auto``) are tested alone, then end to end: ``train.py``
+killed with SIGKILL and run again gives the same weights, bit for bit, as an uninterrupted
+run (with dropout, so the random state matters too).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+from torch.utils.data import Dataset
+
+from conftest import TINY_RUN
+from memsig.data.text import ResumableLoader
+from memsig.models.char_lm import CharLM
+from memsig.resolvers import PROJECT_ROOT
+from memsig.tasks.checkpointing import AtomicCheckpointIO, AtomicCheckpoints
+from memsig.tasks.train import resume_checkpoint
+from memsig.vocab import Vocab
+
+# TINY_RUN for 2 epochs (118 windows each), last.ckpt every 10 steps, dropout on
+RUN = [*TINY_RUN, "trainer.max_epochs=2", "model.dropout=0.1", "callbacks.last_checkpoint.every_n_train_steps=10"]
+WINDOWS = 118
+
+
+class Items(Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+# ---------------------------------------------------------------------- the pieces
+def test_loader_resumes_mid_pass_with_its_order_and_random_state():
+    torch.manual_seed(0)
+    loader = ResumableLoader(Items(10), shuffle=True)
+    loader.sampler.set_epoch(3)
+    batches = iter(loader)
+    first = [next(batches) for _ in range(4)]
+    state = loader.state_dict()
+    after_save = torch.rand(3)  # what dropout would draw next
+    rest = list(batches)
+    assert sorted(first + rest) == list(range(10)) and first + rest != list(range(10))
+
+    torch.manual_seed(99)  # a new process: another random state
+    resumed = ResumableLoader(Items(10), shuffle=True)
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(3)  # Lightning: the restored epoch
+    assert len(resumed) == 10 and list(resumed) == rest
+    assert torch.equal(torch.rand(3), after_save)
+    resumed.sampler.set_epoch(4)  # the next epoch: a whole new pass
+    assert sorted(resumed) == list(range(10))
+
+
+def test_loader_state_from_an_epoch_end_starts_the_next_epoch_with_the_saved_random_state():
+    torch.manual_seed(0)
+    loader = ResumableLoader(Items(6), shuffle=True)
+    list(loader)
+    state = loader.state_dict()  # the end of epoch 0
+    loader.sampler.set_epoch(1)
+    next_epoch = list(loader)  # the uninterrupted run
+
+    torch.manual_seed(99)
+    resumed = ResumableLoader(Items(6), shuffle=True)
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(1)
+    assert list(resumed) == next_epoch
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_carried_state_survives_a_checkpoint(cell):
+    torch.manual_seed(0)
+    lm = CharLM(Vocab(), cell=cell, num_layers=2, hidden_size=12, embedding_size=4)
+    inputs = torch.randint(0, 31, (3, 10))
+    batch = {"inputs": inputs, "targets": inputs, "mask": torch.ones(3, 10, dtype=torch.bool), "carry": False}
+    lm._token_losses(batch, "train")
+    ckpt = {"state_dict": lm.state_dict(), "hyper_parameters": dict(lm.hparams)}
+    lm.on_save_checkpoint(ckpt)
+    assert ckpt["carried_state"]["train"].shape == (1, 2 * (2 if cell == "lstm" else 1), 1, 3, 12)
+
+    other = CharLM(Vocab(), cell=cell, num_layers=2, hidden_size=12, embedding_size=4)
+    other.load_state_dict(ckpt["state_dict"])
+    other.on_load_checkpoint(ckpt)
+    nxt = {**batch, "carry": True}
+    torch.testing.assert_close(other._token_losses(nxt, "train"), lm._token_losses(nxt, "train"), rtol=0, atol=0)
+
+
+def test_checkpoint_files_are_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, path)
+    assert torch.load(path, weights_only=True) == {"global_step": 1}
+
+    def crash(fd: int) -> None:  # the job dies while the new file is being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2}, path)
+    assert torch.load(path, weights_only=True) == {"global_step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    AtomicCheckpoints().setup(trainer, None, "fit")  # type: ignore[arg-type]
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_resume_auto_finds_last_ckpt_and_ckpt_path_wins(tmp_path: Path):
+    trainer = L.Trainer(callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints")], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
+    assert resume_checkpoint(cfg, trainer) is None  # a fresh run dir
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resume_checkpoint(cfg, trainer) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": "/other.ckpt", "resume": "auto"}), trainer) == "/other.ckpt"
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": None, "resume": "never"}), trainer) is None
+    with pytest.raises(ValueError, match="resume must be auto or never"):
+        resume_checkpoint(OmegaConf.create({"ckpt_path": None, "resume": "yes"}), trainer)
+
+
+# ------------------------------------------------------------------------ end to end
+def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "train.py"), *RUN, *extra, f"hydra.run.dir={run_dir}"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+
+def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_train_cmd(run_dir, *extra), capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Same checkpoints (names, steps, weights, optimizer state bit for bit) and metrics."""
+    names = sorted(p.name for p in (a / "checkpoints").glob("*.ckpt"))
+    assert names == sorted(p.name for p in (b / "checkpoints").glob("*.ckpt"))
+    for name in names:
+        x, y = _load(a / "checkpoints" / name), _load(b / "checkpoints" / name)
+        assert x["global_step"] == y["global_step"]
+        for k, v in x["state_dict"].items():
+            assert torch.equal(v, y["state_dict"][k]), f"{name}: {k} differs"
+        for s, t in zip(x["optimizer_states"][0]["state"].values(), y["optimizer_states"][0]["state"].values()):
+            assert all(torch.equal(s[k], t[k]) for k in s)
+    assert _load(b / "checkpoints" / "last.ckpt")["global_step"] == 2 * WINDOWS
+    assert json.loads((a / "metrics.json").read_text())["metrics"] == json.loads((b / "metrics.json").read_text())["metrics"]
+
+
+def _steps(run_dir: Path, version: int) -> list[int]:
+    rows = csv.DictReader(open(run_dir / "csv" / f"version_{version}" / "metrics.csv"))
+    return [int(r["step"]) for r in rows if r.get("train/loss")]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _run(run_dir)
+    return run_dir
+
+
+def test_sigkilled_run_resumes_mid_epoch_bit_exactly(uninterrupted: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(_train_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env(), start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline:  # wait for a last.ckpt in epoch 1
+            if last.is_file() and _load(last)["global_step"] > WINDOWS + 5:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    killed = _load(last)
+    loader = killed["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert killed["epoch"] == 1 and loader["epoch"] == 1 and 0 < loader["position"] < WINDOWS  # mid-epoch
+    assert killed["global_step"] == WINDOWS + loader["position"]
+
+    resumed = _run(run_dir)  # the same command again
+    assert "resuming from" in resumed.stdout and "last.ckpt (resume=auto" in resumed.stdout
+    assert min(_steps(run_dir, 1)) > killed["global_step"]  # the step count went on, not from 0
+    _assert_same_run(uninterrupted, run_dir)
+
+
+def test_run_resumed_at_an_epoch_end_matches_too(uninterrupted: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    _run(run_dir, "trainer.max_epochs=1")
+    assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == WINDOWS
+    _run(run_dir)  # the same run dir with 2 epochs: goes on with epoch 1
+    assert min(_steps(run_dir, 1)) > WINDOWS
+    _assert_same_run(uninterrupted, run_dir)

@@ -1,0 +1,112 @@
+"""The reference's studies (conf/experiment/) at size=smoke, end to end as a user runs them:
+``python train.py -m experiment=<study> size=smoke`` trains every model, tests it, writes its
+signatures and ends in the study report. Also: ``init_from`` starts from another run's weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_RUN, compose_cfg
+from memsig.models.checkpoint import CheckpointError
+from memsig.probe.signature import Signature
+from memsig.resolvers import PROJECT_ROOT
+
+
+def run_study(experiment: str, out: Path, multirun: bool = True, *overrides: str) -> Path:
+    """Run ``train.py [-m] experiment=<experiment> size=smoke`` into ``out``; the run/sweep dir."""
+    where = f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}"
+    cmd = [sys.executable, str(PROJECT_ROOT / "train.py"), *(["-m"] if multirun else []),
+           f"experiment={experiment}", "size=smoke", where, *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def jobs(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+
+
+def test_gru_shakespeare_signature_has_heatmap_and_forward_accuracy(tmp_path: Path, tiny_corpus: Path):
+    run = run_study("gru_shakespeare_signature", tmp_path / "run", False)
+    sig = Signature.load(run / "signatures" / "main.npz")
+    assert sig.states == ["layer1.h"] and sig.forward_confusion is not None
+    assert sig.accuracy[0, 0] > 2 * sig.majority_rate[0, 0]  # even 30 batches of training remember δ=1
+    png = run / "signatures" / "main" / "heatmap_layer1.h.png"
+    assert png.is_file() and png.stat().st_size > 10_000
+    assert json.loads((run / "metrics.json").read_text())["signatures"]["main"] == str(run / "signatures" / "main.npz")
+
+
+def test_kernel_size_study_reports_eight_models(tmp_path: Path, tiny_corpus: Path):
+    sweep = run_study("kernel_size_study", tmp_path / "sweep")
+    models = read_csv(sweep / "report" / "models.csv")
+    assert [m["model"] for m in models] == [f"{c}-{n}" for c in ("gru", "lstm") for n in (80, 160, 320, 640)]
+    assert all(float(m["test ppl"]) > 1 for m in models)
+    assert int(models[3]["params"]) > int(models[0]["params"])
+    recall = read_csv(sweep / "report" / "recall.csv")
+    assert [r["state"] for r in recall] == ["layer1.h"] * 4 + ["layer1.c"] * 4
+    for name in ("marginal_recall.png", "side_by_side.png", "report.html", "report.md", "distances.csv"):
+        assert (sweep / "report" / name).is_file(), name
+    assert "gru-80" in (sweep / "report" / "report.html").read_text()
+
+
+def test_depth_study_probes_every_layer_and_the_deep_decoder_control(tmp_path: Path, tiny_corpus: Path):
+    sweep = run_study("depth_study", tmp_path / "sweep")
+    for job, cell in zip(("0", "1"), ("h", "c")):
+        main = Signature.load(sweep / job / "signatures" / "main.npz")
+        assert main.states == [f"layer{i}.{cell}" for i in range(1, 5)]
+        deep = Signature.load(sweep / job / "signatures" / "deep_decoders.npz")
+        assert deep.states == [f"layer3.{cell}", f"layer4.{cell}"]
+        assert deep.meta["probe"]["features"] == 2 * main.meta["probe"]["features"]
+    recall = read_csv(sweep / "report" / "recall.csv")
+    assert {r["signature"] for r in recall} == {"gru", "lstm", "gru [deep_decoders]", "lstm [deep_decoders]"}
+
+
+def test_domain_adaptation_scores_all_three_on_wsj(tmp_path: Path, tiny_corpus: Path):
+    sweep = run_study("domain_adaptation", tmp_path / "sweep")
+    results = jobs(sweep)
+    assert set(results) == {"source", "target", "adapted"}
+    for r in results.values():
+        assert r["metrics"]["eval/wsj/ppl"] > 1
+        assert Signature.load(r["signatures"]["main"]).meta["data"]["corpus"]["_target_"] == "memsig.data.PTBCorpus"
+    # the adapted model started from the source's weights: it fits WSJ better than the source
+    assert results["adapted"]["metrics"]["eval/wsj/loss"] < results["source"]["metrics"]["eval/wsj/loss"]
+    pairs = {(d["a"], d["b"]) for d in read_csv(sweep / "report" / "distances.csv")}
+    assert pairs == {("source", "target"), ("source", "adapted"), ("target", "adapted")}
+    assert (sweep / "report" / "difference_adapted_vs_source.png").is_file()
+
+
+def test_ngram_vs_gru_has_count_table_bound_and_difference_map(tmp_path: Path, tiny_corpus: Path):
+    sweep = run_study("ngram_vs_gru", tmp_path / "sweep")
+    ngram = next(r for r in jobs(sweep).values() if "model=ngram" in r["overrides"])
+    assert 1 < ngram["metrics"]["test/ppl"] < 31
+    probe, table = (Signature.load(ngram["signatures"][k]) for k in ("main", "count_table"))
+    assert probe.accuracy[0, 0] > 0.9  # δ=1 lies inside the 5-gram's context
+    assert (sweep / "report" / "difference_gru_vs_ngram.png").is_file()
+    assert table.meta["probe"]["mode"] == "count_table" and table.lags == probe.lags
+
+
+def test_init_from_starts_from_the_weights_of_another_run(trained_lm: dict, tmp_path: Path):
+    from memsig.tasks.train import train
+
+    source = trained_lm["dir"]
+    cfg = compose_cfg([*TINY_RUN, f"init_from={source}", "train=false", "logger=none"], tmp_path / "again")
+    result = train(cfg)
+    assert np.isclose(result["metrics"]["test/loss"], trained_lm["result"]["metrics"]["test/loss"], rtol=1e-5)
+    other = compose_cfg([*TINY_RUN, "model.hidden_size=32", f"init_from={source}"], tmp_path / "other")
+    with pytest.raises(CheckpointError, match="hidden_size"):
+        train(other)
