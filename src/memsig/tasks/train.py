@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memsig.models.checkpoint import load_weights
 from memsig.models.ngram import NGramLM, count_table_signature
+from memsig.probe.targets import resolve_probe
 from memsig.tasks.probe import resolve_checkpoint
 from memsig.tasks.signatures import evaluate_elsewhere, probe_settings, write_signatures
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
@@ -113,7 +114,7 @@ def _count_ngram(cfg: DictConfig, model: NGramLM, datamodule: Any, out: Path, st
               "last_checkpoint": str(ckpt), "overrides": task_overrides(), "params": 0,
               "signatures": write_signatures(cfg, ckpt, datamodule, out)}
     if result["signatures"]:
-        lags = probe_settings(cfg)["main"].get("lags") or list(range(1, 21))
+        _, lags = resolve_probe(model, None, probe_settings(cfg)["main"].get("lags"))  # the probe's lags
         table = count_table_signature(model, datamodule, lags).save(out / "signatures" / "count_table.npz")
         result["signatures"]["count_table"] = str(table)
     result["wall_time_s"] = round(time.time() - start, 1)
