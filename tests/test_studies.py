@@ -90,6 +90,33 @@ def test_domain_adaptation_scores_all_three_on_wsj(tmp_path: Path, tiny_corpus: 
     assert (sweep / "report" / "difference_adapted_vs_source.png").is_file()
 
 
+def test_factorized_domain_adaptation_adapts_bases_and_writes_per_basis_signatures(tmp_path: Path,
+                                                                                   tiny_corpus: Path):
+    import torch
+
+    sweep = run_study("factorized_domain_adaptation", tmp_path / "sweep", True, "model.hidden_size=48",
+                      "signature.bases.summary.limit=6")
+    results = jobs(sweep)
+    assert set(results) == {"source", "adapted_bases", "adapted", "target"}
+    assert all(r["metrics"]["eval/wsj/ppl"] > 1 for r in results.values())
+    # bases-only adaptation: every weight but the bases U, V is the source's
+    weights = {k: torch.load(results[k]["best_checkpoint"], weights_only=True)["state_dict"]
+               for k in ("source", "adapted_bases")}
+    for name, value in weights["source"].items():
+        same = torch.equal(value, weights["adapted_bases"][name])
+        assert same != name.startswith("bases."), name
+    sigs = sweep / "source" / "signatures"
+    base = Signature.load(sigs / "base.npz")
+    basis = Signature.load(sigs / "basis_in.npz")
+    assert basis.meta["basis"]["name"] == "in" and basis.meta["basis"]["segments"] > 0
+    assert base.lags == basis.lags == Signature.load(sigs / "main.npz").lags
+    assert (sigs / "bases" / "figure6.png").stat().st_size > 20_000
+    rows = read_csv(sigs / "bases" / "departures.csv")
+    assert len(rows) == 6 and [float(r["distance"]) for r in rows] == sorted((float(r["distance"]) for r in rows),
+                                                                             reverse=True)
+    assert (sigs / "bases" / "departures.png").is_file()
+
+
 def test_ngram_vs_gru_has_count_table_bound_and_difference_map(tmp_path: Path, tiny_corpus: Path):
     sweep = run_study("ngram_vs_gru", tmp_path / "sweep")
     ngram = next(r for r in jobs(sweep).values() if "model=ngram" in r["overrides"])

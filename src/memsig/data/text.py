@@ -21,6 +21,8 @@ Every batch is a dict::
     mask     [B, T] bool   real positions
     history  [B, T] long   symbols of the same stream/segment before each position
     carry    bool          True when the batch continues the previous batch's streams
+    segment_ids [B] long   (segment regime) each row's segment, its index in the split
+    lam      [K] or [B, K] (with ``lambdas``) input statistics for the factorized LM
 
 The training loader is a :class:`ResumableLoader`: checkpoints record how far into the
 epoch training got, so a run resumed from a mid-epoch ``last.ckpt`` goes on with the next
@@ -36,10 +38,12 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch import Tensor
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from memsig.data.corpora import Corpus, Splits
 from memsig.data.io import CorpusError
+from memsig.data.lambdas import InputStatistics, LambdaBatches, SplitCounts, moments
 from memsig.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -90,17 +94,24 @@ class StreamBatches(Dataset):
 class SegmentBatches(Dataset):
     """Length-bucketed batches of whole segments, padded; the state resets per segment.
 
+    Items also hold ``segment_ids`` ``[B]``: each row's segment (its index in the split).
+
     Args:
         segments: id tensors ``[n_i]`` (segments shorter than 2 symbols are skipped).
         batch_size: segments per batch.
         rank, world_size: this process keeps every ``world_size``-th batch.
+        ids: the split index of each of ``segments`` (default 0, 1, …).
     """
 
-    def __init__(self, segments: list[torch.Tensor], batch_size: int, rank: int = 0, world_size: int = 1) -> None:
-        segs = [s.long() for s in segments if len(s) >= 2]
+    def __init__(self, segments: list[torch.Tensor], batch_size: int, rank: int = 0, world_size: int = 1,
+                 ids: list[int] | None = None) -> None:
+        ids = list(range(len(segments))) if ids is None else ids
+        kept = [i for i, s in enumerate(segments) if len(s) >= 2]
+        segs = [segments[i].long() for i in kept]
         order = sorted(range(len(segs)), key=lambda i: (len(segs[i]), i))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         self.segs = segs
+        self.origin = torch.tensor([ids[i] for i in kept], dtype=torch.long)
         self.batches = batches[rank::world_size]
 
     def __len__(self) -> int:
@@ -117,7 +128,8 @@ class SegmentBatches(Dataset):
             targets[r, : len(s) - 1] = s[1:]
             mask[r, : len(s) - 1] = True
         history = torch.arange(t).expand(len(chosen), t)
-        return {"inputs": inputs, "targets": targets, "mask": mask, "history": history, "carry": False}
+        return {"inputs": inputs, "targets": targets, "mask": mask, "history": history, "carry": False,
+                "segment_ids": self.origin[self.batches[i]]}
 
 
 class _PassOrder(Sampler[int]):
@@ -231,6 +243,8 @@ class TextDataModule(L.LightningDataModule):
         fraction: share of training segments kept, chosen with ``fraction_seed`` (order kept).
         max_chars: cut every split to at most this many symbols (whole segments; for tests
             and smoke runs).
+        lambdas: input statistics added to every batch as ``lam`` for the factorized LM
+            (:mod:`memsig.data.lambdas`); None: none.
     """
 
     def __init__(
@@ -245,10 +259,16 @@ class TextDataModule(L.LightningDataModule):
         fraction: float = 1.0,
         fraction_seed: int = 0,
         max_chars: int | None = None,
+        lambdas: InputStatistics | None = None,
     ) -> None:
         super().__init__()
         if regime not in ("stream", "segment"):
             raise ValueError(f"data.regime must be stream or segment; got {regime!r}")
+        if lambdas is not None and lambdas.scope != "domain" and regime != "segment":
+            raise ValueError(
+                f"data.lambdas.scope={lambdas.scope} gives each segment or batch its own λ and needs "
+                "data.regime=segment; use data.lambdas.scope=domain with the stream regime"
+            )
         if not 0 < fraction <= 1:
             raise ValueError(f"data.fraction must be in (0, 1]; got {fraction}")
         if vocab.normalize("a" + separator + "a") != "a" + separator + "a":
@@ -258,6 +278,11 @@ class TextDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.regime, self.separator = regime, separator
         self.fraction, self.fraction_seed, self.max_chars = fraction, fraction_seed, max_chars
+        self.lambdas = lambdas
+        self._counts: dict[str, SplitCounts] = {}
+        self._clusters: tuple[Tensor, Tensor, Tensor] | None = None
+        self._groups: dict[str, Tensor] = {}
+        self._encoded_segments: dict[str, list[Tensor]] = {}
         self.segments: dict[str, list[str]] | None = None
         self._train_loader: ResumableLoader | None = None
         self._train_resume: dict[str, Any] | None = None
@@ -304,9 +329,45 @@ class TextDataModule(L.LightningDataModule):
         bs = batch_size or (self.batch_size if split == "train" else self.eval_batch_size)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if self.regime == "stream":
-            return StreamBatches(self.ids(split), bs, self.seq_len, rank, world)
-        segs = [self.vocab.encode(s) for s in self.segments[split]]  # type: ignore[index]
-        return SegmentBatches(segs, bs, rank, world)
+            base: Dataset = StreamBatches(self.ids(split), bs, self.seq_len, rank, world)
+        elif self.lambdas is not None and self.lambdas.scope == "cluster":  # one group per batch
+            segs, group = self._encoded(split), self.lambda_groups(split)
+            members = [torch.nonzero(group == g).squeeze(1).tolist() for g in range(int(group.max()) + 1)]
+            base = ConcatDataset([SegmentBatches([segs[i] for i in m], bs, rank, world, m) for m in members if m])
+        else:
+            base = SegmentBatches(self._encoded(split), bs, rank, world)
+        if self.lambdas is None:
+            return base
+        domain = self.lambda_counts("train").total() if self.lambdas.scope == "domain" else None
+        return LambdaBatches(base, self.lambda_counts(split), self.lambdas.scope, domain)
+
+    def _encoded(self, split: str) -> list[Tensor]:
+        """The split's segments as id tensors (encoded once)."""
+        if split not in self._encoded_segments:
+            self._encoded_segments[split] = [self.vocab.encode(s) for s in self.segments[split]]  # type: ignore[index]
+        return self._encoded_segments[split]
+
+    # ------------------------------------------------------------- factorized LM λ
+    def lambda_counts(self, split: str) -> SplitCounts:
+        """The split's statistics for λ (:class:`~memsig.data.lambdas.SplitCounts`; needs ``lambdas``)."""
+        if self.lambdas is None:
+            raise ValueError("this data config has no lambdas: add data/lambdas=bigram (the factorized LM needs λ)")
+        if split not in self._counts:
+            self.setup()
+            self._counts[split] = self.lambdas.count(self._encoded(split), len(self.vocab))
+        return self._counts[split]
+
+    def lambda_moments(self) -> tuple[Tensor, Tensor]:
+        """``([K], [K])`` mean and standard deviation of the training segments' frequencies."""
+        return moments(self.lambda_counts("train"))
+
+    def lambda_groups(self, split: str) -> Tensor:
+        """``[N]`` the k-means group of each segment of the split (centres fitted on train)."""
+        if self._clusters is None:
+            self._clusters = self.lambdas.kmeans(self.lambda_counts("train"))  # type: ignore[union-attr]
+        if split not in self._groups:
+            self._groups[split] = self.lambdas.assign(self.lambda_counts(split), *self._clusters)  # type: ignore[union-attr]
+        return self._groups[split]
 
     def train_dataloader(self) -> DataLoader:
         loader = ResumableLoader(self.dataset("train"), shuffle=self.regime == "segment")

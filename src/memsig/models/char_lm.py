@@ -37,7 +37,8 @@ LayerState = Tensor | tuple[Tensor, Tensor]  # GRU: h [1, B, H]; LSTM: (h, c)
 LOG2E = 1.0 / math.log(2.0)
 
 
-def lstm_cell_states(layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor) -> Tensor:
+def lstm_cell_states(layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor,
+                     weight_hh: Tensor | None = None) -> Tensor:
     """Cell states of a one-layer batch-first ``nn.LSTM`` at every position.
 
     Args:
@@ -45,17 +46,25 @@ def lstm_cell_states(layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tenso
         x: ``[B, T, I]`` its input sequence.
         h: ``[B, T, H]`` its output sequence (as returned for ``x`` from ``(h0, c0)``).
         h0, c0: ``[B, H]`` the initial state.
+        weight_hh: ``[4H, H]`` the recurrent kernel the run used (default: the layer's own).
     Returns:
         ``[B, T, H]`` c_t for every t.
     """
     h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
-    gates = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(h_prev, layer.weight_hh_l0, layer.bias_hh_l0)
+    w_hh = layer.weight_hh_l0 if weight_hh is None else weight_hh
+    gates = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(h_prev, w_hh, layer.bias_hh_l0)
+    return cell_states_from_gates(gates, c0)
+
+
+def cell_states_from_gates(gates: Tensor, c0: Tensor) -> Tensor:
+    """``[B, T, H]`` the LSTM cell states c_t from the gate pre-activations ``[B, T, 4H]``
+    (i, f, g, o, as ``nn.LSTM`` orders them) and the initial cell state ``c0`` ``[B, H]``."""
     i, f, g, _ = gates.chunk(4, dim=-1)
     i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
     ig = i * g
-    c = torch.empty_like(h)
+    c = torch.empty_like(ig)
     c_t = c0
-    for t in range(h.shape[1]):
+    for t in range(ig.shape[1]):
         c_t = torch.addcmul(ig[:, t], f[:, t], c_t)
         c[:, t] = c_t
     return c
@@ -116,7 +125,7 @@ class CharLM(L.LightningModule):
         z = self.embedding.weight.new_zeros(1, batch_size, self.hparams.hidden_size)
         return [(z, z) if self.hparams.cell == "lstm" else z for _ in self.layers]
 
-    def _run_layer(self, i: int, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
+    def _run_layer(self, i: int, x: Tensor, state: LayerState, **cond: Any) -> tuple[Tensor, LayerState]:
         layer = self.layers[i]
         p = self.hparams.dropout_recurrent
         if self.training and p > 0:
@@ -125,8 +134,17 @@ class CharLM(L.LightningModule):
             return functional_call(layer, params, (x, state))
         return layer(x, state)
 
+    def conditioning(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Extra inputs of every layer taken from a batch (none here; see the factorized LM)."""
+        return {}
+
+    def _cell_states(self, i: int, x: Tensor, h: Tensor, s0: LayerState, **cond: Any) -> Tensor:
+        """``[B, T, H]`` the cell states of LSTM layer ``i`` (0-based) for its run ``x`` → ``h`` from ``s0``
+        (``cond``: as :meth:`forward`)."""
+        return lstm_cell_states(self.layers[i], x, h, s0[0][0], s0[1][0])
+
     def forward(
-        self, inputs: Tensor, state: list[LayerState] | None = None, return_layers: bool = False
+        self, inputs: Tensor, state: list[LayerState] | None = None, return_layers: bool = False, **cond: Any
     ) -> tuple[Tensor, list[LayerState], list[tuple[Tensor, Tensor, LayerState]]]:
         """Run the LM.
 
@@ -134,6 +152,7 @@ class CharLM(L.LightningModule):
             inputs: ``[B, T]`` symbol ids.
             state: per layer, the state to start from (``None``: zeros).
             return_layers: also return each layer's ``(input [B,T,I], output [B,T,H], initial state)``.
+            cond: passed to every layer (:meth:`conditioning`).
         Returns:
             logits ``[B, T, V]`` for the next symbol, the final state per layer, and the
             per-layer tuples (empty unless ``return_layers``).
@@ -142,7 +161,7 @@ class CharLM(L.LightningModule):
         x = F.dropout(self.embedding(inputs), self.hparams.dropout_embedding, self.training)
         final, layers = [], []
         for i in range(len(self.layers)):
-            out, s = self._run_layer(i, x, state[i])
+            out, s = self._run_layer(i, x, state[i], **cond)
             if return_layers:
                 layers.append((x, out, state[i]))
             final.append(s)
@@ -170,12 +189,13 @@ class CharLM(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            logits, final, layers = self(batch["inputs"], self._start_state(batch, "states"), return_layers=True)
+            cond = self.conditioning(batch)
+            logits, final, layers = self(batch["inputs"], self._start_state(batch, "states"), return_layers=True, **cond)
             self._carry("states", final)
             out: dict[str, Tensor] = {}
             for i, (x, h, s0) in enumerate(layers, start=1):
                 if self.hparams.cell == "lstm":
-                    out[f"layer{i}.c"] = lstm_cell_states(self.layers[i - 1], x, h, s0[0][0], s0[1][0])
+                    out[f"layer{i}.c"] = self._cell_states(i - 1, x, h, s0, **cond)
                 out[f"layer{i}.h"] = h
         finally:
             self.train(was_training)
@@ -190,7 +210,7 @@ class CharLM(L.LightningModule):
     # --------------------------------------------------------------------- training
     def _token_losses(self, batch: dict[str, Any], key: str) -> Tensor:
         """Cross-entropy in nats of every real position ``[N]``; carries the state under ``key``."""
-        logits, final, _ = self(batch["inputs"], self._start_state(batch, key))
+        logits, final, _ = self(batch["inputs"], self._start_state(batch, key), **self.conditioning(batch))
         self._carry(key, final)
         losses = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), reduction="none")
         return losses[batch["mask"].flatten()]

@@ -1,6 +1,6 @@
 """Figures of memory signatures (matplotlib Figures, no pyplot state)."""
 
-from memsig.plots.heatmaps import (confusion_plot, difference_map, marginal_curves, save_figure, side_by_side,
+from memsig.plots.heatmaps import (confusion_plot, departure_bars, difference_map, marginal_curves, save_figure, side_by_side,
                                    signature_heatmap)
 
-__all__ = ["confusion_plot", "difference_map", "marginal_curves", "save_figure", "side_by_side", "signature_heatmap"]
+__all__ = ["confusion_plot", "departure_bars", "difference_map", "marginal_curves", "save_figure", "side_by_side", "signature_heatmap"]

@@ -189,6 +189,23 @@ def side_by_side(sigs: dict[str, Signature], state: str | dict[str, str]) -> Fig
     return fig
 
 
+def departure_bars(rows: list[dict], top: int = 30) -> Figure:
+    """Bars of the ``top`` largest and smallest ``distance`` values of ``rows`` (dicts with
+    ``basis``, ``distance``, ``lambda``, sorted largest first): which bases of a factorized
+    kernel change the signature most, and which barely do (pruning candidates)."""
+    shown = rows if len(rows) <= 2 * top else rows[:top] + rows[-top:]
+    fig = Figure(figsize=(max(6.0, 0.22 * len(shown) + 1.5), 3.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(shown))
+    ax.bar(x, [100 * r["distance"] for r in shown], color=["#54278f" if i < top or len(rows) <= 2 * top else "#bcbddc"
+                                                          for i in range(len(shown))])
+    ax.set_xticks(x, [r["basis"] for r in shown], rotation=90, fontsize=8)
+    ax.set_xlabel("basis (bigram)" + ("" if len(rows) <= 2 * top else f": the {top} largest, then the {top} smallest"))
+    ax.set_ylabel("departure from base kernel\n(mean |Δ recall|, points)")
+    ax.set_title(f"{len(rows)} trained bases, base + one basis at its typical λ", fontsize=10)
+    return fig
+
+
 def save_figure(fig: Figure, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Write ``stem.<format>`` for each format (atomically; png at 150 dpi), close ``fig``; the paths."""
     paths = []

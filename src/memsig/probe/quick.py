@@ -198,7 +198,8 @@ def _nll(scores: Tensor, y: Tensor, v: Tensor) -> Tensor:
 def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] | None = None,
                     lags: Sequence[int] | None = None, features: int = 512, train_positions: int | None = 4096,
                     ridge: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1, 10), max_train_batches: int | None = None,
-                    common_positions: bool = False, seed: int = 0, depth: int = 1,
+                    max_eval_batches: int | None = None, calibrate: bool = True, common_positions: bool = False,
+                    seed: int = 0, depth: int = 1,
                     prior: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> Signature:
     """The quick signature of ``source`` (see module docstring for method and caveats).
 
@@ -208,7 +209,11 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
         train_positions: real positions sampled per training batch for the moments (None: all).
         ridge: relative ridge strengths λ (> 0) tried on dev (scaled by trace/D' of each centred Gram).
         max_train_batches: accumulate the moments over at most this many training batches
-            (they settle long before a large corpus ends); dev and test are read whole.
+            (they settle long before a large corpus ends).
+        max_eval_batches: read at most this many dev and test batches (None: all; a
+            coarser, faster signature, e.g. to compare hundreds of variants).
+        calibrate: fit the temperature T of the cross-entropy on dev (False: T = 1, faster;
+            accuracies and recall are the same).
         common_positions: score dev/test only where every lag has a target.
         seed: draws the features and the sampled positions.
         depth: a richer decoder, ``depth × features`` random features: the quick counterpart of
@@ -222,19 +227,19 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
     moments, phi = train_moments(source, datamodule, states, lags, max_train_batches, features, train_positions, seed)
     weights = {s: ridge_weights(g, xy, ridge) for s, (g, xy) in moments.items()}  # [K, L, D'+1, C]
     correct = {s: torch.zeros(k, len(ridge), dtype=torch.long) for s in states}
-    dev_ce = {s: torch.zeros(len(INV_TEMPERATURES), k, len(ridge), dtype=F64) for s in states}
+    betas = torch.tensor(INV_TEMPERATURES if calibrate else (1.0,))[:, None, None, None, None]
+    dev_ce = {s: torch.zeros(len(betas), k, len(ridge), dtype=F64) for s in states}
     dev_n = torch.zeros(k, dtype=torch.long)
     # dev scores every λ at once in float32 (one GEMM [N, D'+1] @ [D'+1, K·L·C]) on a sample of
     # DEV_SAMPLE positions per batch; the temperature (a 1-D fit) on the first TEMPERATURE_SAMPLE of them
     flat = {s: w.permute(2, 0, 1, 3).reshape(w.shape[2], -1).float() for s, w in weights.items()}
-    betas = torch.tensor(INV_TEMPERATURES)[:, None, None, None, None]
     gen = torch.Generator().manual_seed(seed)
-    for sb, y, v in _batches(source, datamodule, "dev", lags, common_positions, None):
+    for sb, y, v in _batches(source, datamodule, "dev", lags, common_positions, max_eval_batches):
         idx = v.any(-1).nonzero().squeeze(1)
         idx = idx[_sample(len(idx), DEV_SAMPLE, gen, idx.device)]
         y, v = y[idx], v[idx]  # [N, K]
         dev_n += v.sum(0).cpu()
-        n_t = min(len(idx), TEMPERATURE_SAMPLE)
+        n_t = min(len(idx), TEMPERATURE_SAMPLE if calibrate else 0)
         for s in states:
             z = (phi[s](_state(sb, s)[idx]) @ flat[s]).view(len(idx), k, len(ridge), c)  # [N, K, L, C]
             correct[s] += ((z.argmax(-1) == y[..., None]) & v[..., None]).sum(0).cpu()
@@ -243,12 +248,12 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
             nll = (zt.logsumexp(-1) - target.squeeze(-1)) * v[:n_t, :, None]
             dev_ce[s] += nll.sum(1).double().cpu()  # [T, K, L]
     best = {s: correct[s].argmax(1) for s in states}  # λ index per lag
-    beta = {s: torch.tensor(INV_TEMPERATURES, dtype=F64)[dev_ce[s][:, ar, best[s]].argmin(0)] for s in states}
+    beta = {s: betas.flatten().double()[dev_ce[s][:, ar, best[s]].argmin(0)] for s in states}
     chosen = {s: weights[s][ar, best[s]].float() for s in states}  # [K, D'+1, C]
     confusion = torch.zeros(len(states), k * c * c, dtype=torch.long)
     ce = torch.zeros(len(states), k, dtype=F64)
     forward = torch.zeros(c * c, dtype=torch.long)
-    for sb, y, v in _batches(source, datamodule, "test", lags, common_positions, None):
+    for sb, y, v in _batches(source, datamodule, "test", lags, common_positions, max_eval_batches):
         idx = v.any(-1).nonzero().squeeze(1)
         y, v = y[idx].T, v[idx].T
         for i, s in enumerate(states):
@@ -270,7 +275,8 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
                       "ridge": {s: [float(ridge[j]) for j in best[s]] for s in states},
                       "temperature": {s: (1 / beta[s]).tolist() for s in states},
                       "dev_accuracy": {s: (correct[s][ar, best[s]] / dev_n.clamp(min=1)).tolist() for s in states},
-                      "common_positions": common_positions, "max_train_batches": max_train_batches, "seed": seed},
+                      "common_positions": common_positions, "max_train_batches": max_train_batches,
+                      "max_eval_batches": max_eval_batches, "seed": seed},
             **(meta or {})}
     return Signature(states, lags, list(source.vocab.labels), conf, ce_bits, np.asarray(prior, dtype=np.float64),
                      forward.view(c, c).numpy() if forward.sum() else None, info)

@@ -10,7 +10,8 @@ Two optional blocks of ``conf/train.yaml`` make a train run one step of a study:
   ``max_epochs`` (MLP probe), ``variants`` (name -> overrides of ``probe``: one more
   signature each, e.g. deeper decoders on the top layers) and ``plot_formats``.
   Writes ``signatures/<name>.npz`` (``main`` and each variant) and ``signatures/<name>/``
-  figures into the run dir.
+  figures into the run dir. ``bases`` (factorized LM only): per-basis signatures
+  (:func:`write_bases`).
 """
 
 from __future__ import annotations
@@ -54,14 +55,20 @@ def probe_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             for name, extra in {"main": {}, **variants}.items()}
 
 
+def _probed(cfg: DictConfig, ckpt: str | Path, datamodule: Any) -> tuple[Any, Any]:
+    """The model in ``ckpt`` and the data it is probed on (``signature.data``, else ``datamodule``)."""
+    model = load_model(ckpt)
+    if cfg.signature.get("data") is not None:
+        datamodule = hydra.utils.instantiate(cfg.signature.data, vocab=model.vocab)
+    return model, datamodule
+
+
 def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Path) -> dict[str, str]:
     """Probe ``ckpt`` with every setting of :func:`probe_settings`; name -> signature file."""
     settings = probe_settings(cfg)
     if not settings:
         return {}
-    model = load_model(ckpt)
-    if cfg.signature.get("data") is not None:
-        datamodule = hydra.utils.instantiate(cfg.signature.data, vocab=model.vocab)
+    model, datamodule = _probed(cfg, ckpt, datamodule)
     meta = {"model": {"class": type(model).__name__, **dict(getattr(model, "hparams", {}))},
             "checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test",
             "data": OmegaConf.to_container(cfg.signature.data or cfg.data, resolve=True)}
@@ -78,3 +85,32 @@ def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Pa
         print(f"signature {name}: marginal recall per lag\n{sig.table()}", flush=True)
         written[name] = str(path)
     return written
+
+
+def write_bases(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Path, main: str) -> dict[str, str]:
+    """``signature.bases`` (``names``, ``summary``) of a factorized LM (:mod:`memsig.tasks.bases`),
+    probed like the ``main`` signature (its file: ``main``); name -> written file (empty without
+    ``signature.bases``)."""
+    from memsig.models.factorized import FactorizedCharLM
+    from memsig.probe.signature import Signature
+    from memsig.tasks.bases import write_basis_signatures
+
+    if not cfg.signature.get("bases") or not probe_settings(cfg):
+        return {}
+    model, datamodule = _probed(cfg, ckpt, datamodule)
+    if not isinstance(model, FactorizedCharLM):
+        raise ValueError(f"signature.bases needs a factorized LM (model=factorized_lstm), not a {type(model).__name__}")
+    bases = OmegaConf.to_container(cfg.signature.bases, resolve=True)
+    options = probe_settings(cfg)["main"]
+    quick = options.pop("mode", None) == "quick"
+    options.pop("_target_", None)
+    meta = {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test"}
+
+    def probe(source: Any) -> Any:
+        sig = probe_api(source, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False,
+                        **options)
+        sig.meta.update(meta)
+        return sig
+
+    return write_basis_signatures(model, datamodule, Signature.load(main), bases.get("names", []), out / "signatures",
+                                  probe, bases.get("summary"), list(cfg.signature.plot_formats))

@@ -24,7 +24,7 @@ from memsig.models.checkpoint import load_weights
 from memsig.models.ngram import NGramLM, count_table_signature
 from memsig.probe.targets import resolve_probe
 from memsig.tasks.probe import resolve_checkpoint
-from memsig.tasks.signatures import evaluate_elsewhere, probe_settings, write_signatures
+from memsig.tasks.signatures import evaluate_elsewhere, probe_settings, write_bases, write_signatures
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             if tested or last:
                 result["signatures"] = write_signatures(cfg, tested or last, datamodule, out)
+                if result["signatures"]:
+                    result["bases"] = write_bases(cfg, tested or last, datamodule, out, result["signatures"]["main"])
             elif probe_settings(cfg):
                 log.warning("no checkpoint was written (callbacks without model_checkpoint): no signature")
             result["wall_time_s"] = round(time.time() - start, 1)
