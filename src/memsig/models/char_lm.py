@@ -254,7 +254,7 @@ class CharLM(L.LightningModule):
             return {"optimizer": opt}
         if hp.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "strict": False}}
         if hp.scheduler == "cosine":
             total = max(1, int(self.trainer.estimated_stepping_batches))
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
