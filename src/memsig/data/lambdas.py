@@ -70,7 +70,11 @@ class SplitCounts:
 
     def frequencies(self, index: Tensor) -> Tensor:
         """``[n, K]`` float32 normalised, smoothed frequencies ``f`` of the segments ``index`` ``[n]``."""
-        counts = self.counts(index) + self.smoothing
+        return self.normalise(self.counts(index))
+
+    def normalise(self, counts: Tensor) -> Tensor:
+        """``[n, K]`` the smoothed frequencies ``f`` of raw counts ``[n, K]`` (from :meth:`counts`)."""
+        counts = counts + self.smoothing
         return counts / counts.sum(1, keepdim=True)
 
     def counts(self, index: Tensor) -> Tensor:

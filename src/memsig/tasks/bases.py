@@ -54,7 +54,7 @@ def basis_strengths(model: FactorizedCharLM, datamodule: TextDataModule) -> tupl
     for a in range(0, len(counts), 2048):
         index = torch.arange(a, min(a + 2048, len(counts)))
         raw = counts.counts(index)
-        f = (raw + counts.smoothing) / (raw + counts.smoothing).sum(1, keepdim=True)
+        f = counts.normalise(raw)
         held = raw > 0
         total += (model.normalize(f.to(model.lambda_mean)).cpu() * held).sum(0).double()
         present += held.sum(0).double()
