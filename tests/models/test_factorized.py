@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -117,6 +118,20 @@ def test_normalisation_standardises_clips_and_zeroes_constant_bases() -> None:
         m.normalize(torch.zeros(len(VOCAB)))
     with pytest.raises(ValueError, match="data/lambdas=bigram"):
         m.conditioning({"inputs": inputs()})
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_a_fitted_lambda_scale_is_kept_at_the_next_fit_unless_refit(refit: bool) -> None:
+    m = model(lambda_refit=refit)
+    source = (torch.full((K,), 1 / K), torch.full((K,), 1e-3))
+    target = (torch.full((K,), 2 / K), torch.full((K,), 4e-3))
+    for moments in (source, target):  # the first fit (never fitted), then e.g. a fine-tuning on another corpus
+        dm = SimpleNamespace(lambdas=SimpleNamespace(scope="cluster"), lambda_moments=lambda moments=moments: moments)
+        m.trainer = SimpleNamespace(datamodule=dm)
+        m.on_fit_start()
+    expected = target if refit else source
+    torch.testing.assert_close(m.lambda_mean, expected[0].double())
+    torch.testing.assert_close(m.lambda_std, expected[1].double())
 
 
 def test_fixed_lambda_is_a_state_source_and_bases_only_training_freezes_the_rest() -> None:

@@ -24,7 +24,11 @@ barely train on them):
 - ``standardize`` (default): ``z = (f − μ) / σ`` per basis, μ, σ over the training
   segments, clipped to ±``lambda_clip``. μ, σ are fitted when training first starts and
   saved with the model, so a model keeps its training corpus' scale when it meets
-  another corpus. z = 0 is the average training text: ``W_0`` alone is the kernel of
+  another corpus; ``lambda_refit`` fits them again on the data of every fit (domain
+  adaptation: a source corpus' small σ of bigrams that are rare there sends the new
+  corpus' λ to the clip, the folded kernel grows several-fold, and back-propagation
+  through long segments overflows float32 — measured: NaN gradients at the first step
+  of Shakespeare → WSJ). z = 0 is the average training text: ``W_0`` alone is the kernel of
   average text. A basis whose bigram never varies in training (σ = 0) gets z = 0 and
   never trains: a pruning candidate by construction.
 - ``scale``: ``z = K·f`` (mean 1 per basis); ``none``: ``z = f``.
@@ -91,6 +95,8 @@ class FactorizedCharLM(CharLM):
         lambda_clip: bound on |z| with ``standardize``.
         basis_scale: initial size of the bases' contribution relative to W_0's.
         trainable: ``all`` or ``bases`` (only U and V).
+        lambda_refit: fit μ, σ on the training data of every fit, also over weights that came
+            with others (``init_from``); else only when they were never fitted.
     """
 
     ARCH_KEYS = (*CharLM.ARCH_KEYS, "statistic")
@@ -107,6 +113,7 @@ class FactorizedCharLM(CharLM):
         lambda_clip: float = 5.0,
         basis_scale: float = 0.1,
         trainable: Literal["all", "bases"] = "all",
+        lambda_refit: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(vocab, cell, num_layers, hidden_size, embedding_size, **kwargs)
@@ -171,7 +178,7 @@ class FactorizedCharLM(CharLM):
         if dm.lambdas.scope == "domain":
             log.warning("data.lambdas.scope=domain: λ is the same for every training batch, so W_0 and the bases "
                         "cannot be told apart and per-basis signatures mean nothing (use scope=cluster to train)")
-        if self.hparams.lambda_norm == "standardize" and not bool(self.lambda_fitted):
+        if self.hparams.lambda_norm == "standardize" and (self.hparams.lambda_refit or not bool(self.lambda_fitted)):
             self.fit_lambda_norm(*(t.to(self.device) for t in dm.lambda_moments()))
 
     # ------------------------------------------------------------------ the network
