@@ -83,6 +83,32 @@ def test_nan_loss_names_the_problem():
         lm.training_step(batch(torch.randint(0, 31, (2, 8))), 0)
 
 
+def test_a_step_with_overflowing_gradients_is_skipped_and_too_many_in_a_row_raise():
+    lm = make()
+    opt = torch.optim.AdamW(lm.parameters(), lr=0.1)
+    before = {n: p.detach().clone() for n, p in lm.named_parameters()}
+
+    def step(overflow: bool) -> None:
+        opt.zero_grad()
+        logits = lm(torch.randint(0, 31, (2, 8)))[0]
+        logits.square().mean().backward()
+        if overflow:
+            lm.layers[0].weight_hh_l0.grad[0, 0] = float("inf")
+        lm.on_before_optimizer_step(opt)
+        opt.step()
+
+    step(overflow=True)
+    assert lm.skipped_steps == 1
+    for n, p in lm.named_parameters():  # nothing moved, not even by weight decay
+        torch.testing.assert_close(p, before[n], rtol=0, atol=0)
+    step(overflow=False)
+    assert lm.skipped_steps == 1 and not torch.equal(lm.projection.weight, before["projection.weight"])
+    for _ in range(9):
+        step(overflow=True)
+    with pytest.raises(FloatingPointError, match="10 steps in a row"):
+        step(overflow=True)
+
+
 def _checkpoint(lm: CharLM) -> dict:
     ckpt = {"state_dict": lm.state_dict(), "hyper_parameters": dict(lm.hparams)}
     lm.on_save_checkpoint(ckpt)

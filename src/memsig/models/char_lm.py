@@ -19,6 +19,7 @@ input, aligned with ``batch["inputs"]``.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Literal
 
@@ -35,6 +36,8 @@ from memsig.vocab import Vocab
 Cell = Literal["lstm", "gru"]
 LayerState = Tensor | tuple[Tensor, Tensor]  # GRU: h [1, B, H]; LSTM: (h, c)
 LOG2E = 1.0 / math.log(2.0)
+MAX_SKIPPED_IN_A_ROW = 10  # overflowing steps in a row before training gives up
+log = logging.getLogger(__name__)
 
 
 def lstm_cell_states(layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor,
@@ -119,6 +122,7 @@ class CharLM(L.LightningModule):
         self.state_dims = {name: hidden_size for name in self.state_names}
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._carried: dict[str, list[LayerState]] = {}
+        self.skipped_steps, self._skipped_in_a_row = 0, 0
 
     # ------------------------------------------------------------------ the network
     def zero_state(self, batch_size: int) -> list[LayerState]:
@@ -224,7 +228,29 @@ class CharLM(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/bpc", loss * LOG2E)
+        self.log("train/skipped_steps", float(self.skipped_steps))
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip a step whose gradients overflowed although its loss is finite (back-propagation
+        through a long segment can exceed float32), as a mixed-precision loss scaler does: the
+        gradients are dropped, so the optimizer leaves every parameter and its moments alone.
+        Counted in ``train/skipped_steps``; ``MAX_SKIPPED_IN_A_ROW`` such steps in a row raise."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads or bool(torch.stack([g.norm() for g in grads]).isfinite().all()):
+            self._skipped_in_a_row = 0
+            return
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        log.warning("step %d: non-finite gradients with a finite loss; step skipped (%d so far)",
+                    self.global_step, self.skipped_steps)
+        if self._skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise FloatingPointError(
+                f"gradients overflowed at {self._skipped_in_a_row} steps in a row (step {self.global_step}): lower "
+                "model.lr or set trainer.gradient_clip_val; a factorized LM: lower model.lambda_clip "
+                "or set model.lambda_refit=true when fine-tuning on another corpus"
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.val_loss.update(self._token_losses(batch, "val"))
