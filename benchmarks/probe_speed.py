@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import memsig
+from memsig.analysis.correlation import spearman
 from memsig.data import TextCorpus, TextDataModule
 from memsig.models import CharLM, load_model
 from memsig.probe.heads import BatchedMLPHeads
@@ -206,16 +207,6 @@ def trained_model(args: argparse.Namespace, vocab: Vocab) -> CharLM:
         i += 1
     print(f"trained 2-layer LSTM-128 for {i} steps ({args.train_seconds:.0f} s): last loss {loss.item():.3f} nats")
     return model.eval()
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """scipy.stats.spearmanr (not a dependency here): Pearson correlation of tie-averaged ranks."""
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.empty(len(x))
-        order[np.argsort(x, kind="stable")] = np.arange(1, len(x) + 1)
-        _, inv = np.unique(x, return_inverse=True)
-        return (np.bincount(inv, order) / np.bincount(inv))[inv]
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
 def default_probe_settings() -> tuple[dict, dict, int]:

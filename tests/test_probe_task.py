@@ -8,6 +8,7 @@ import torch
 from matplotlib.image import imread
 
 from conftest import compose_cfg
+from memsig.analysis.state_gradients import GradientMemory
 from memsig.probe.signature import Signature
 from memsig.tasks.compare import compare
 from memsig.tasks.probe import probe
@@ -19,7 +20,8 @@ SMALL = ["probe.lags=[1,2,4]", "probe.max_width=32", "probe.positions_per_batch=
 @pytest.fixture(scope="module")
 def probe_run(trained_lm, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe_run")
-    cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "noise_floor_seed=1", "confusion_lags=[2]"], out,
+    cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "noise_floor_seed=1", "confusion_lags=[2]",
+                       "gradients=default", "gradients.lags=4", "gradients.positions=96", "gradients.batch=48"], out,
                       config_name="probe")
     return {"result": probe(cfg), "dir": out, "cfg": cfg}
 
@@ -37,6 +39,17 @@ def test_probe_writes_signature_figures_and_summary(probe_run, trained_lm):
     assert (out / "figures" / "confusion_layer1.c_lag2.png").is_file()
     summary = json.loads((out / "probe.json").read_text())
     assert summary["accuracy"]["layer1.c"] == [round(float(a), 4) for a in sig.accuracy[0]]
+
+
+def test_probe_writes_state_gradients_and_their_correlation_with_recall(probe_run):
+    out = probe_run["dir"]
+    grad = GradientMemory.load(out / "gradients.npz")
+    assert grad.states == ["layer1.c"] and grad.lags == [1, 2, 3, 4] and grad.support[0, 0].sum() == 96
+    assert grad.meta["checkpoint_sha256"] == Signature.load(out / "signature.npz").meta["checkpoint_sha256"]
+    assert grad.norm[0, 0] > grad.norm[0, -1] > 0  # a trained LM's gradient memory fades with the lag
+    corr = json.loads((out / "probe.json").read_text())["gradient_correlation"]["layer1.c"]
+    assert set(corr["per_lag"]) == {"1", "2", "4"} and -1 <= corr["across_lags"] <= 1
+    assert imread(out / "figures" / "gradients_layer1_c.png").std() > 0.05
 
 
 def test_noise_floor_is_measured(probe_run):

@@ -65,3 +65,20 @@ class StateSource(Protocol):
     state_dims: dict[str, int]
 
     def states(self, batch: dict[str, Any]) -> StateBatch: ...
+
+
+@runtime_checkable
+class GradientSource(StateSource, Protocol):
+    """A :class:`StateSource` whose states are differentiable in its input embeddings: what
+    state gradients (:mod:`memsig.analysis.state_gradients`) need.
+
+    ``embed(inputs [B, T]) -> [B, T, E]`` embeds symbol ids; ``embedded_states(emb, context,
+    repeat)`` returns the states ``[R·B, T, D]`` by name of the embedded inputs ``emb``
+    ``[R·B, T, E]`` (R = ``repeat``), differentiable in ``emb``, where row ``r·B + b`` follows
+    the symbols ``context[b]`` (``[B, Tc]``, run once, without gradient; ``None``: from the
+    initial state). Rows must not interact.
+    """
+
+    def embed(self, inputs: Tensor) -> Tensor: ...
+
+    def embedded_states(self, emb: Tensor, context: Tensor | None = None, repeat: int = 1) -> dict[str, Tensor]: ...

@@ -161,8 +161,14 @@ class CharLM(L.LightningModule):
             logits ``[B, T, V]`` for the next symbol, the final state per layer, and the
             per-layer tuples (empty unless ``return_layers``).
         """
-        state = state if state is not None else self.zero_state(inputs.shape[0])
         x = F.dropout(self.embedding(inputs), self.hparams.dropout_embedding, self.training)
+        return self.run_embedded(x, state, return_layers, **cond)
+
+    def run_embedded(
+        self, x: Tensor, state: list[LayerState] | None = None, return_layers: bool = False, **cond: Any
+    ) -> tuple[Tensor, list[LayerState], list[tuple[Tensor, Tensor, LayerState]]]:
+        """:meth:`forward` from the embedded inputs ``x`` ``[B, T, E]`` on."""
+        state = state if state is not None else self.zero_state(x.shape[0])
         final, layers = [], []
         for i in range(len(self.layers)):
             out, s = self._run_layer(i, x, state[i], **cond)
@@ -196,14 +202,37 @@ class CharLM(L.LightningModule):
             cond = self.conditioning(batch)
             logits, final, layers = self(batch["inputs"], self._start_state(batch, "states"), return_layers=True, **cond)
             self._carry("states", final)
-            out: dict[str, Tensor] = {}
-            for i, (x, h, s0) in enumerate(layers, start=1):
-                if self.hparams.cell == "lstm":
-                    out[f"layer{i}.c"] = self._cell_states(i - 1, x, h, s0, **cond)
-                out[f"layer{i}.h"] = h
+            out = self._named_states(layers, **cond)
         finally:
             self.train(was_training)
         return StateBatch(out, batch["inputs"], batch["mask"], batch["history"], next_logits=logits)
+
+    def _named_states(self, layers: list[tuple[Tensor, Tensor, LayerState]], **cond: Any) -> dict[str, Tensor]:
+        """``layer{l}.c`` (LSTM) and ``layer{l}.h`` ``[B, T, H]`` from :meth:`forward`'s per-layer tuples."""
+        out: dict[str, Tensor] = {}
+        for i, (x, h, s0) in enumerate(layers, start=1):
+            if self.hparams.cell == "lstm":
+                out[f"layer{i}.c"] = self._cell_states(i - 1, x, h, s0, **cond)
+            out[f"layer{i}.h"] = h
+        return out
+
+    # ------------------------------------------------------------- gradient source
+    def embed(self, inputs: Tensor) -> Tensor:
+        """``[B, T, E]`` the input embeddings of symbol ids ``[B, T]`` (W_C, no dropout)."""
+        return self.embedding(inputs)
+
+    def embedded_states(self, emb: Tensor, context: Tensor | None = None, repeat: int = 1) -> dict[str, Tensor]:
+        """States ``[R·B, T, H]`` by name of the embedded inputs ``emb`` ``[R·B, T, E]``, differentiable
+        in ``emb``; row ``r·B + b`` follows the symbols ``context[b]`` (``[B, Tc]``, run once without
+        gradient; R = ``repeat``). Eval mode (no dropout) is the caller's business, as for :meth:`states`."""
+        state = None
+        if context is not None and context.shape[1] > 0:
+            with torch.no_grad():
+                _, state, _ = self(context)
+            state = [tuple(t.repeat(1, repeat, 1) for t in s) if isinstance(s, tuple) else s.repeat(1, repeat, 1)
+                     for s in state]
+        _, _, layers = self.run_embedded(emb, state, return_layers=True)
+        return self._named_states(layers)
 
     def kernel_params(self, name: str) -> int:
         """Parameters of the kernel (W_ih, W_hh, biases) behind a state, plus W_C for layer 1."""

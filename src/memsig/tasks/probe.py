@@ -109,6 +109,29 @@ def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_la
     return paths
 
 
+def write_gradients(settings: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path,
+                    formats: list[str]) -> tuple[dict[str, Any], list[Path]]:
+    """State gradients of the signature's states (``conf/gradients``): ``gradients.npz`` with their
+    correlation to the signature's recall in ``meta["correlation"]``, and one figure per state.
+    Returns that correlation and the figures."""
+    from memsig.analysis.state_gradients import correlate, state_gradients
+    from memsig.plots import gradient_figure, save_figure
+    from memsig.states import GradientSource
+
+    if not isinstance(model, GradientSource):
+        raise TypeError(f"{type(model).__name__} exposes no input embedding (embed, embedded_states; see "
+                        "memsig.states.GradientSource): state gradients need it; run without gradients=...")
+    states = list(settings.states or dict.fromkeys(p for s in sig.real_states for p in s.split("+")))
+    grad = state_gradients(model, datamodule.ids(settings.split), settings.lags, settings.positions, settings.batch,
+                           settings.warmup, settings.chunk, states, seed=int(sig.meta.get("seed", 0)), progress=True)
+    grad.meta.update(split=settings.split, checkpoint=sig.meta.get("checkpoint"),
+                     checkpoint_sha256=sig.meta.get("checkpoint_sha256"), correlation=correlate(grad, sig))
+    figures = [p for s in grad.states for p in save_figure(gradient_figure(grad, s), out / "figures" /
+                                                            f"gradients_{s.replace('.', '_')}", formats)]
+    grad.save(out / "gradients.npz")
+    return grad.meta["correlation"], figures
+
+
 def log_to_wandb(loggers: list[Any], sig_path: Path, figures: list[Path]) -> None:
     """Heatmaps as images and signature + figures as a ``signature`` artifact, if wandb logs."""
     from lightning.pytorch.loggers import WandbLogger
@@ -175,8 +198,13 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
                 sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
         sig_path = sig.save(out / "signature.npz")
         figures = write_figures(sig, out / "figures", list(cfg.plot_formats), list(cfg.get("confusion_lags") or []))
+        correlation = None
+        if cfg.get("gradients"):
+            correlation, grad_figures = write_gradients(cfg.gradients, model, datamodule, sig, out, list(cfg.plot_formats))
+            figures += grad_figures
         log_to_wandb(loggers, sig_path, figures)
-        result = {"signature": str(sig_path), "figures": [str(p) for p in figures], "overrides": task_overrides(),
+        result = {"signature": str(sig_path), "gradient_correlation": correlation,
+                  "figures": [str(p) for p in figures], "overrides": task_overrides(),
                   "accuracy": {s: [round(float(a), 4) for a in sig.accuracy[i]] for i, s in enumerate(sig.states)},
                   "lags": sig.lags, "noise_floor": sig.meta.get("noise_floor"),
                   "wall_time_s": round(time.time() - start, 1)}
@@ -184,7 +212,9 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             write_json(out / "probe.json", result)
             floor = "".join(f"\nnoise floor {s}: {d:.4f} [{lo:.4f}, {hi:.4f}] (distance to a re-run, seed "
                             f"{cfg.noise_floor_seed})" for s, (d, lo, hi) in (result["noise_floor"] or {}).items())
-            print(f"marginal recall per lag (test split):\n{sig.table()}{floor}\n"
+            rho = "".join(f"\nstate gradients {s}: Spearman ρ with recall across lags {c['across_lags']:.3f}, across "
+                          f"symbols {c['mean_per_lag']:.3f} (mean over lags)" for s, c in (correlation or {}).items())
+            print(f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}\n"
                   f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nwall time:  {result['wall_time_s']} s",
                   flush=True)
         return result
