@@ -34,8 +34,6 @@ does not exist once E ≥ 31: the null space is dropped instead). A whitened emb
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from memsig.analysis.correlation import spearman
-from memsig.data.io import atomic_write_bytes
-from memsig.probe.signature import Signature
+from memsig.probe.signature import Signature, read_labelled, write_labelled
 from memsig.states import GradientSource
 
 SCHEMA = "memsig.gradients/1"
@@ -183,26 +180,17 @@ class GradientMemory:
 
     def save(self, path: str | Path) -> Path:
         """Write as one ``.npz`` (atomic), axes and meta as JSON like a signature file."""
-        meta = {"schema": SCHEMA, "axes": {"state": self.states, "lag": self.lags, "symbol": self.symbols},
-                "min_support": self.min_support, "meta": self.meta}
-        buf = io.BytesIO()
-        np.savez_compressed(buf, singular_values=self.singular_values, norm=self.norm, norm_sum=self.norm_sum,
-                            support=self.support.astype(np.int64), meta=np.array(json.dumps(meta)))
-        atomic_write_bytes(path, buf.getvalue())
-        return Path(path)
+        axes = {"state": self.states, "lag": self.lags, "symbol": self.symbols}
+        arrays = {"singular_values": self.singular_values, "norm": self.norm, "norm_sum": self.norm_sum,
+                  "support": self.support.astype(np.int64)}
+        return write_labelled(path, SCHEMA, axes, self.min_support, self.meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> GradientMemory:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"state-gradient file {path} does not exist; probe.py gradients=default writes it")
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("schema") != SCHEMA:
-                raise ValueError(f"{path} is not a memsig state-gradient file (schema {meta.get('schema')!r})")
-            axes = meta["axes"]
-            return cls(list(axes["state"]), [int(x) for x in axes["lag"]], list(axes["symbol"]), z["singular_values"],
-                       z["norm"], z["norm_sum"], z["support"], meta["meta"], int(meta["min_support"]))
+        head, z = read_labelled(path, SCHEMA, "state-gradient", "probe.py gradients=default writes it")
+        axes = head["axes"]
+        return cls(list(axes["state"]), [int(x) for x in axes["lag"]], list(axes["symbol"]), z["singular_values"],
+                   z["norm"], z["norm_sum"], z["support"], head["meta"], int(head["min_support"]))
 
 
 def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positions: int = 256, batch: int = 64,

@@ -158,31 +158,19 @@ class Signature:
     # -------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write the signature as one ``.npz`` (atomic)."""
-        path = Path(path)
-        meta = {"schema": SCHEMA, "axes": {"state": self.states, "lag": self.lags, "symbol": self.symbols},
-                "min_support": self.min_support, "meta": self.meta}
         arrays = {"confusion": self.confusion.astype(np.int64), "ce_bits": self.ce_bits.astype(np.float64),
-                  "prior": self.prior.astype(np.float64), "meta": np.array(json.dumps(meta, default=_jsonable))}
+                  "prior": self.prior.astype(np.float64)}
         if self.forward_confusion is not None:
             arrays["forward_confusion"] = self.forward_confusion.astype(np.int64)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
-        return path
+        axes = {"state": self.states, "lag": self.lags, "symbol": self.symbols}
+        return write_labelled(path, SCHEMA, axes, self.min_support, self.meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Signature:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"signature file {path} does not exist; probe.py writes signature.npz into its run dir")
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("schema") != SCHEMA:
-                raise ValueError(f"{path} is not a memsig signature (schema {meta.get('schema')!r}, expected {SCHEMA})")
-            axes = meta["axes"]
-            fwd = z["forward_confusion"] if "forward_confusion" in z.files else None
-            return cls(list(axes["state"]), [int(x) for x in axes["lag"]], list(axes["symbol"]), z["confusion"],
-                       z["ce_bits"], z["prior"], fwd, meta["meta"], int(meta["min_support"]))
+        head, z = read_labelled(path, SCHEMA, "signature", "probe.py writes signature.npz into its run dir")
+        axes = head["axes"]
+        return cls(list(axes["state"]), [int(x) for x in axes["lag"]], list(axes["symbol"]), z["confusion"],
+                   z["ce_bits"], z["prior"], z.get("forward_confusion"), head["meta"], int(head["min_support"]))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Signature):
@@ -194,6 +182,30 @@ class Signature:
                 and np.array_equal(self.confusion, other.confusion) and np.array_equal(self.ce_bits, other.ce_bits)
                 and np.array_equal(self.prior, other.prior) and same_fwd and self.meta == other.meta
                 and self.min_support == other.min_support)
+
+
+def write_labelled(path: str | Path, schema: str, axes: dict[str, list], min_support: int, meta: dict[str, Any],
+                   arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as one compressed ``.npz`` (atomic) with a JSON ``meta`` entry naming the
+    ``schema``, the ``axes`` labels, ``min_support`` and the provenance ``meta``."""
+    head = {"schema": schema, "axes": axes, "min_support": min_support, "meta": meta}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays, meta=np.array(json.dumps(head, default=_jsonable)))
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def read_labelled(path: str | Path, schema: str, what: str, writer: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The JSON head and the arrays of a :func:`write_labelled` file of ``schema``; ``what`` and
+    ``writer`` (which command writes it) name the file in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist; {writer}")
+    with np.load(path, allow_pickle=False) as z:
+        head = json.loads(str(z["meta"]))
+        if head.get("schema") != schema:
+            raise ValueError(f"{path} is not a memsig {what} file (schema {head.get('schema')!r}, expected {schema})")
+        return head, {k: z[k] for k in z.files if k != "meta"}
 
 
 def _jsonable(x: Any) -> Any:
