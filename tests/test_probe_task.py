@@ -37,6 +37,8 @@ def test_probe_writes_signature_figures_and_summary(probe_run, trained_lm):
     assert png.shape[0] > 400 and png.shape[1] > 600 and png.std() > 0.05
     assert (out / "figures" / "marginal_recall.svg").stat().st_size > 10_000
     assert (out / "figures" / "confusion_layer1.c_lag2.png").is_file()
+    page = (out / "report.html").read_text()  # the interactive page, with the state gradients
+    assert len(page) > 1_000_000 and "layer1.c" in page and "Spearman" in page
     summary = json.loads((out / "probe.json").read_text())
     assert summary["accuracy"]["layer1.c"] == [round(float(a), 4) for a in sig.accuracy[0]]
 

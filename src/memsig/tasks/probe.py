@@ -1,7 +1,8 @@
 """Probe a trained model's memory: states -> decoders -> signature -> figures (-> W&B).
 
 Writes into the run dir: ``signature.npz`` (:class:`~memsig.probe.signature.Signature`),
-``figures/`` (per-state heatmaps, marginal recall curves; PNG and SVG), the probe's
+``figures/`` (per-state heatmaps, marginal recall curves; PNG and SVG), ``report.html``
+(:mod:`memsig.report`: the interactive page, also logged to W&B), the probe's
 ``checkpoints/`` (resume with ``probe_ckpt=...``) and the loggers' folders. With the
 wandb logger the heatmaps are logged as images and the signature file plus figures as
 an artifact of type ``signature``.
@@ -28,6 +29,7 @@ from memsig.data.text import TextDataModule
 from memsig.models.checkpoint import CheckpointError, load_model
 from memsig.probe.multihead import MultiHeadProbe
 from memsig.probe.signature import Signature
+from memsig.report import log_report, write_report
 from memsig.states import StateSource
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
 
@@ -210,12 +212,15 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
                   "wall_time_s": round(time.time() - start, 1)}
         if trainer.is_global_zero:
             write_json(out / "probe.json", result)
+            report = write_report(out)
+            log_report(loggers, report)
             floor = "".join(f"\nnoise floor {s}: {d:.4f} [{lo:.4f}, {hi:.4f}] (distance to a re-run, seed "
                             f"{cfg.noise_floor_seed})" for s, (d, lo, hi) in (result["noise_floor"] or {}).items())
             rho = "".join(f"\nstate gradients {s}: Spearman ρ with recall across lags {c['across_lags']:.3f}, across "
                           f"symbols {c['mean_per_lag']:.3f} (mean over lags)" for s, c in (correlation or {}).items())
             print(f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}\n"
-                  f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nwall time:  {result['wall_time_s']} s",
+                  f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nreport:     {report}\n"
+                  f"wall time:  {result['wall_time_s']} s",
                   flush=True)
         return result
     finally:

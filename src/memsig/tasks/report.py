@@ -11,7 +11,9 @@ e.g. the best dropout per model) and writes into ``<sweep dir>/report/``:
 - ``difference_<a>_vs_<b>``: per-symbol difference maps for the requested pairs (red = a better);
 - ``models.csv``, ``recall.csv`` and ``distances.csv``: perplexities, parameters, wall
   times; marginal recall at a few lags; pairwise signature distances with bootstrap intervals;
-- ``report.md`` and ``report.html``: all of it on one page.
+- ``report.md`` and ``report.html``: all of it on one page (static images);
+
+and, as the callback, the interactive page ``<sweep dir>/report.html`` (:mod:`memsig.report`).
 
 A model is named by the values of its ``label`` overrides (default: every override that differs
 between the jobs, but ``select_over``), e.g. ``gru-320``; extra signatures of a job (variants, the n-gram's count
@@ -75,7 +77,7 @@ def collect(sweep_dir: str | Path, label: Sequence[str] | None = None, select_ov
     return models
 
 
-def _named(models: list[Model]) -> dict[str, Signature]:
+def named_signatures(models: list[Model]) -> dict[str, Signature]:
     """Every signature of the study: ``<model>`` for main, ``<model> [<name>]`` for the others."""
     return {(m.name if k == "main" else f"{m.name} [{k}]"): s for m in models for k, s in m.signatures.items()}
 
@@ -109,6 +111,12 @@ def recall_rows(sigs: dict[str, Signature]) -> list[dict[str, Any]]:
             for name, sig in sigs.items() for state in sig.real_states]
 
 
+def distance_rows(sigs: dict[str, Signature], states: dict[str, str], n_boot: int = 200) -> list[dict[str, Any]]:
+    """One row per pair of ``sigs`` (``states``: the state compared of each): distance and 95 % bootstrap interval."""
+    return [{"a": a, "b": b, "distance": round(d, 4), "low": round(lo, 4), "high": round(hi, 4)}
+            for (a, b), (d, lo, hi) in pairwise_distances(sigs, states, n=n_boot).items()]
+
+
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -116,7 +124,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(rows: list[dict[str, Any]]) -> str:
+def html_table(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td>{html.escape('' if r.get(k) is None else str(r[k]))}</td>" for k in keys)
@@ -132,7 +140,7 @@ def write_report(sweep_dir: str | Path, title: str = "memsig study", label: Sequ
     models = collect(sweep_dir, label, select_over)
     if not models:
         raise FileNotFoundError(f"no finished jobs (metrics.json) under {sweep_dir}: nothing to report")
-    sigs = _named(models)
+    sigs = named_signatures(models)
     figures: list[tuple[str, str]] = []  # (caption, png name)
     rows, recall = model_rows(models), recall_rows(sigs)
     atomic_write_bytes(out / "models.csv", _csv(rows))
@@ -154,17 +162,16 @@ def write_report(sweep_dir: str | Path, title: str = "memsig study", label: Sequ
             save_figure(difference_map(sigs[a], sigs[b], first[a], first[b], labels=(a, b)), out / stem, tuple(formats))
             figures.append((f"{a} − {b}: red = {a} recalls better, blue = {b} better", f"{stem}.png"))
         if len(sigs) > 1:
-            for (a, b), (d, lo, hi) in pairwise_distances(sigs, first, n=n_boot).items():
-                distances.append({"a": a, "b": b, "distance": round(d, 4), "low": round(lo, 4), "high": round(hi, 4)})
+            distances = distance_rows(sigs, first, n_boot)
             atomic_write_bytes(out / "distances.csv", _csv(distances))
     md = [f"# {title}", "", f"Sweep: `{Path(sweep_dir).resolve()}` ({len(models)} models)", "", "## Models", "",
           _markdown_table(rows), ""]
     if recall:
         md += ["## Marginal recall (%) per lag", "", _markdown_table(recall), ""]
     page = [f"<h1>{html.escape(title)}</h1>", f"<p>Sweep: <code>{html.escape(str(Path(sweep_dir).resolve()))}</code>"
-            f" ({len(models)} models)</p>", "<h2>Models</h2>", _html_table(rows)]
+            f" ({len(models)} models)</p>", "<h2>Models</h2>", html_table(rows)]
     if recall:
-        page += ["<h2>Marginal recall (%) per lag</h2>", _html_table(recall)]
+        page += ["<h2>Marginal recall (%) per lag</h2>", html_table(recall)]
     for caption, png in figures:
         md += [f"## {caption}", "", f"![{caption}]({png})", ""]
         page += [f"<h2>{html.escape(caption)}</h2>", f'<img src="{html.escape(png)}" style="max-width:100%">']
@@ -172,7 +179,7 @@ def write_report(sweep_dir: str | Path, title: str = "memsig study", label: Sequ
         md += ["## Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)", "",
                _markdown_table(distances), ""]
         page += ["<h2>Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)</h2>",
-                 _html_table(distances)]
+                 html_table(distances)]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     style = "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
     atomic_write_bytes(out / "report.html", f"<!doctype html><meta charset='utf-8'>{style}{''.join(page)}".encode())
@@ -192,7 +199,10 @@ class StudyReport(Callback):
                                        "differences": [list(p) for p in differences], "formats": list(formats)}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from memsig.report import write_report as interactive_report  # it builds on this module
+
         write_report(config.hydra.sweep.dir, **self.kwargs)
+        interactive_report(config.hydra.sweep.dir)
 
 
 def main(argv: list[str] | None = None) -> None:

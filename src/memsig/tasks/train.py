@@ -1,7 +1,8 @@
 """Train a language model from a composed config, test its best checkpoint, report.
 
 Writes into the run dir: ``checkpoints/`` (best by val/loss and ``last.ckpt``), the
-loggers' folders, ``signatures/`` when ``signature.probe`` is set, and ``metrics.json``
+loggers' folders, ``signatures/`` and ``report.html`` (:mod:`memsig.report`) when
+``signature.probe`` is set, and ``metrics.json``
 (final metrics, best checkpoint, signatures, overrides, wall time) — the file
 :class:`~memsig.tasks.sweep.SweepSummary` and :class:`~memsig.tasks.report.StudyReport`
 collect after a multirun.
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.models.checkpoint import load_weights
 from memsig.models.ngram import NGramLM, count_table_signature
 from memsig.probe.targets import resolve_probe
+from memsig.report import log_report, write_report
 from memsig.tasks.probe import resolve_checkpoint
 from memsig.tasks.signatures import evaluate_elsewhere, probe_settings, write_bases, write_signatures
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
@@ -90,6 +92,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 log.warning("no checkpoint was written (callbacks without model_checkpoint): no signature")
             result["wall_time_s"] = round(time.time() - start, 1)
             write_json(out / "metrics.json", result)
+            if result["signatures"]:
+                log_report(loggers, write_report(out))
             _print_summary(result, out)
         return result
     finally:

@@ -1,0 +1,31 @@
+"""``python -m memsig.report <dir>``: write ``<dir>/report.html`` (see :mod:`memsig.report`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from memsig.report.build import write_report
+from memsig.report.sources import ReportError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, write the report, print where it is; 0, or 2 with the reason when there is nothing to report."""
+    ap = argparse.ArgumentParser(prog="report.py", description="Write one self-contained interactive HTML page "
+                                 "(report.html) for a probe run, a train run or a multirun dir; it opens offline.")
+    ap.add_argument("dir", type=Path, help="probe run dir (signature.npz), train run dir (metrics.json + "
+                    "signatures/) or multirun dir (job folders)")
+    ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of a multirun's distance intervals")
+    args = ap.parse_args(argv)
+    try:
+        out = write_report(args.dir, args.n_boot)
+    except ReportError as err:
+        print(f"report: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, open it in a browser)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
