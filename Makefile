@@ -1,4 +1,4 @@
-# make run   : set up .venv (first time only), train the default LM, probe it: signature heatmaps
+# make run   : set up .venv (first time only), train the default LM, probe it: signature heatmaps, state gradients, report.html
 # make test  : set up .venv and run the fast test suite
 # make bench : benchmarks (ratios measured side by side)
 PYTHON ?= python3
@@ -21,7 +21,7 @@ QUICK  := outputs/quickstart
 
 run: setup
 	$(PY) train.py hydra.run.dir=$(QUICK)/train $(ARGS)
-	$(PY) probe.py ckpt=$(QUICK)/train hydra.run.dir=$(QUICK)/probe
+	$(PY) probe.py ckpt=$(QUICK)/train gradients=default hydra.run.dir=$(QUICK)/probe
 
 test: setup
 	$(PY) -m pytest $(ARGS)

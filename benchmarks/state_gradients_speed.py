@@ -4,13 +4,16 @@ Both compute the exact Jacobians ``∂c_t / ∂e_{t−δ}`` (δ = 0…Δ) of an 
 (1 layer, 64-dim embeddings, 31 symbols) at positions of a Shakespeare stream, each after the
 same ``warmup`` symbols of context:
 
-- batched: :func:`memsig.analysis.state_gradients.jacobians` — all positions in one batch and
-  ``chunk`` state units per backward pass (rows replicated);
+- forward: :func:`memsig.analysis.state_gradients.jacobians` in the CharLM's forward mode — E
+  tangents per position through the cell equations, ``∂s_{p+δ}/∂e_p`` for every state at once
+  (checked against autograd in tests/analysis/test_state_gradients.py);
+- reverse: the same function in reverse mode — all positions in one batch and ``chunk`` state
+  units per backward pass (rows replicated);
 - per position: ``torch.autograd.functional.jacobian`` of one position's window at batch size
   1 (D backward passes per position, as the reference's original code did one step per run).
 
 The per-position path is timed on ``--naive`` positions and scaled to the batch; the two
-results are checked equal on those positions. Prints the speed-up (target >= 20x).
+reverse results are checked equal to it on those positions. Prints the speed-ups (target >= 20x).
 
     python benchmarks/state_gradients_speed.py [--positions 64] [--naive 4] [--lags 20] [--chunk 32]
 """
@@ -46,9 +49,11 @@ def main() -> None:
     pos = sample_positions(len(ids), args.positions, args.lags, args.warmup, seed=0)
     name = "layer1.c"
 
-    start = time.perf_counter()
-    batched = jacobians(lm, ids, pos, args.lags, args.warmup, [name], args.chunk)[name]
-    t_batched = time.perf_counter() - start
+    times, results = {}, {}
+    for mode in ("forward", "reverse"):
+        start = time.perf_counter()
+        results[mode] = jacobians(lm, ids, pos, args.lags, args.warmup, [name], args.chunk, mode)[0][name]
+        times[mode] = time.perf_counter() - start
 
     start = time.perf_counter()
     for n, t in enumerate(pos[: args.naive].tolist()):
@@ -56,15 +61,17 @@ def main() -> None:
         window = ids[None, t - args.lags:t + 1]
         full = torch.autograd.functional.jacobian(
             lambda e: lm.embedded_states(e, context)[name][0, -1], lm.embed(window).detach())  # [D, 1, Δ+1, E]
-        torch.testing.assert_close(batched[n], full[:, 0].flip(1).transpose(0, 1), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(results["reverse"][n], full[:, 0].flip(1).transpose(0, 1), atol=1e-5, rtol=1e-4)
     t_naive = (time.perf_counter() - start) / args.naive * len(pos)
 
     print(f"Jacobians of {name} (D={args.hidden}, E=64) at {len(pos)} positions, lags 0..{args.lags}, "
           f"warm-up {args.warmup}, torch threads {torch.get_num_threads()}")
-    print(f"  batched (chunk {args.chunk}):      {t_batched:8.2f} s")
+    print(f"  forward mode (batched):         {times['forward']:8.2f} s")
+    print(f"  reverse mode (batched, chunk {args.chunk}): {times['reverse']:8.2f} s")
     print(f"  one position per autograd call: {t_naive:8.2f} s  (measured on {args.naive}, scaled)")
-    speedup = t_naive / t_batched
-    print(f"  speed-up: {speedup:.1f}x  (target >= 20x: {'PASS' if speedup >= 20 else 'FAIL'})")
+    for mode, t in times.items():
+        speedup = t_naive / t
+        print(f"  speed-up {mode}: {speedup:.1f}x  (target >= 20x: {'PASS' if speedup >= 20 else 'FAIL'})")
 
 
 if __name__ == "__main__":

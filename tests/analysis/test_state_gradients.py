@@ -64,7 +64,7 @@ def test_the_jacobian_of_a_linear_rnn_is_a_power_of_a_times_b() -> None:
     rnn = linear_rnn(a)
     assert isinstance(rnn, GradientSource)
     pos = sample_positions(400, 12, lags=5, warmup=3, seed=0)
-    jac = jacobians(rnn, stream(), pos, lags=5, warmup=3, states=["h"], chunk=4)["h"]  # 2 chunks of units
+    jac = jacobians(rnn, stream(), pos, lags=5, warmup=3, states=["h"], chunk=4)[0]["h"]  # 2 chunks of units
     assert jac.shape == (12, 6, 6, 5)
     for delta in range(6):
         expected = torch.linalg.matrix_power(a, delta) @ rnn.b
@@ -96,19 +96,25 @@ def test_whitening_gives_identity_covariance_in_the_non_null_space() -> None:
     torch.testing.assert_close(white.inverse.T @ white.factor, torch.eye(30, dtype=torch.float64), atol=1e-8, rtol=0)
 
 
-def test_char_lm_batched_jacobians_equal_one_position_per_autograd_call() -> None:
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_char_lm_jacobians_in_both_modes_equal_one_position_per_autograd_call(cell: str) -> None:
     torch.manual_seed(0)
-    lm = CharLM(VOCAB, "lstm", num_layers=2, hidden_size=10, embedding_size=6).eval()
+    lm = CharLM(VOCAB, cell, num_layers=2, hidden_size=10, embedding_size=6).eval()
     ids, lags, warm = stream(), 4, 5
     pos = sample_positions(len(ids), 6, lags, warm, seed=3)
-    jac = jacobians(lm, ids, pos, lags, warm, ["layer1.c", "layer2.h"], chunk=3)
+    names = ["layer1.c", "layer2.h"] if cell == "lstm" else ["layer1.h", "layer2.h"]
+    reverse, rev_inputs = jacobians(lm, ids, pos, lags, warm, names, chunk=3, mode="reverse")
+    forward, fwd_inputs = jacobians(lm, ids, pos, lags, warm, names)  # auto: the CharLM's forward mode
     for n, t in enumerate(pos.tolist()):
         context, window = ids[None, t - lags - warm:t - lags], ids[None, t - lags:t + 1]
-        for name in ("layer1.c", "layer2.h"):
-            def last(e: Tensor, name: str = name) -> Tensor:
-                return lm.embedded_states(e, context)[name][0, -1]
-            full = torch.autograd.functional.jacobian(last, lm.embed(window).detach())  # [D, 1, Δ+1, E]
-            torch.testing.assert_close(jac[name][n], full[:, 0].flip(1).transpose(0, 1), atol=1e-6, rtol=1e-5)
+        assert rev_inputs[n].tolist() == window[0].flip(0).tolist() and set(fwd_inputs[n].tolist()) == {window[0, 0].item()}
+        for name in names:
+            def run(e: Tensor, name: str = name) -> Tensor:
+                return lm.embedded_states(e, context)[name][0]
+            full = torch.autograd.functional.jacobian(run, lm.embed(window).detach())[:, :, 0]  # [W, D, W, E]
+            for delta in range(lags + 1):
+                torch.testing.assert_close(reverse[name][n, delta], full[-1, :, lags - delta], atol=1e-6, rtol=1e-5)
+                torch.testing.assert_close(forward[name][n, delta], full[delta, :, 0], atol=1e-6, rtol=1e-5)
 
 
 def test_gradient_memory_saves_and_loads_and_decays_like_the_model(tmp_path) -> None:

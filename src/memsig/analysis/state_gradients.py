@@ -13,6 +13,12 @@ are batched too: the rows are replicated ``chunk`` times and replica j gets unit
 whole Jacobian set costs ``D / chunk`` forward+backward passes of ``chunk·N`` rows of length Δ+1
 (not D·N passes of one position; ``benchmarks/state_gradients_speed.py`` measures the gain).
 The result is exact (no truncation beyond what ``warmup`` does to the context).
+A source that offers ``input_jacobians`` (the CharLM: LSTM and GRU cells) is run in **forward
+mode** instead: E unit tangents on each window's first input ``e_p`` propagate through the cell
+equations and give ``∂s_{p+δ}/∂e_p`` for every lag, layer and state at once — O(E) work per step
+where reverse mode needs O(D) per state (PyTorch's forward-mode AD does not cover the fused
+oneDNN LSTM, hence the hand-written tangents). Both modes are exact; they hold the other end of
+the (input, state) pair fixed, and the per-symbol maps are keyed by the input's symbol either way.
 
 **Whitening.** Embedding spaces are anisotropic, so the Jacobian is analysed in whitened
 coordinates: with μ, Σ the mean and covariance of the input embeddings over the analysed
@@ -99,23 +105,39 @@ def sample_positions(n_symbols: int, n: int, lags: int, warmup: int, seed: int) 
 
 
 def jacobians(source: GradientSource, ids: Tensor, positions: Tensor, lags: int, warmup: int,
-              states: list[str], chunk: int = 32) -> dict[str, Tensor]:
-    """Exact Jacobians of each state at ``positions`` w.r.t. the embeddings of the Δ+1 inputs up to them.
+              states: list[str], chunk: int = 32, mode: str = "auto") -> tuple[dict[str, Tensor], Tensor]:
+    """Exact Jacobians of states w.r.t. input embeddings at lags 0…Δ, one window per position.
+
+    Row n is the window ``t−Δ … t`` (``t = positions[n]``) after ``warmup`` context symbols.
+    ``reverse`` mode gives ``∂s_t / ∂e_{t−δ}`` (the state at the window's end, each input of it);
+    ``forward`` mode (sources with ``input_jacobians``, e.g. the CharLM) gives ``∂s_{p+δ} / ∂e_p``
+    with ``p = t−Δ`` (the window's first input, each state after it) — the same (input, lag) pairs
+    up to which end is held fixed, all states at once. ``auto`` picks forward where available.
 
     Args:
-        source: the model (its ``embedded_states`` run in eval mode, as the caller set it).
+        source: the model (eval mode, as the caller set it).
         ids: ``[N_symbols]`` the symbol stream (any integer dtype).
         positions: ``[N]`` positions t, each with ``warmup + lags`` symbols before it.
         lags: Δ.
         warmup: context symbols run (without gradient) before each window.
         states: state names.
-        chunk: state units whose cotangents share one backward pass (rows replicated ``chunk``×).
+        chunk: reverse mode: state units whose cotangents share one backward pass (rows replicated).
+        mode: ``auto``, ``forward`` or ``reverse``.
     Returns:
-        name → ``[N, Δ+1, D, E]`` float32: entry ``[n, δ]`` is ``∂s_t / ∂e_{t−δ}`` for ``t = positions[n]``.
+        name → ``[N, Δ+1, D, E]`` float32 (entry ``[n, δ]``: lag δ), and the ``[N, Δ+1]`` symbol ids
+        of the inputs the entries differentiate by.
     """
+    if mode not in ("auto", "forward", "reverse"):
+        raise ValueError(f"gradients mode must be auto, forward or reverse; got {mode!r}")
+    has_forward = callable(getattr(source, "input_jacobians", None))
+    if mode == "forward" and not has_forward:
+        raise TypeError(f"{type(source).__name__} has no input_jacobians (forward mode); use mode=reverse")
     offsets = torch.arange(-(warmup + lags), 1)
     rows = ids.long()[positions[:, None] + offsets]  # [N, warmup + Δ + 1]
     context, window = rows[:, :warmup], rows[:, warmup:]
+    if has_forward and mode != "reverse":
+        jac = source.input_jacobians(window, context)  # type: ignore[attr-defined]
+        return {name: jac[name] for name in states}, window[:, :1].expand(-1, lags + 1)
     with torch.no_grad():
         emb = source.embed(window)  # [N, Δ+1, E]
     n, w, e = emb.shape
@@ -132,7 +154,7 @@ def jacobians(source: GradientSource, ids: Tensor, positions: Tensor, lags: int,
             (grad,) = torch.autograd.grad(picked.sum(), x)
             jac[:, units] = grad.view(m, n, w, e).transpose(0, 1)
         out[name] = jac.flip(2).transpose(1, 2)  # [N, Δ+1, D, E], lag 0 first
-    return out
+    return out, window.flip(1)
 
 
 # ------------------------------------------------------------------------------ result
@@ -195,7 +217,7 @@ class GradientMemory:
 
 def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positions: int = 256, batch: int = 64,
                     warmup: int = 32, chunk: int = 32, states: list[str] | None = None, seed: int = 0,
-                    progress: bool = False) -> GradientMemory:
+                    mode: str = "auto", progress: bool = False) -> GradientMemory:
     """The :class:`GradientMemory` of ``source`` on the symbol stream ``ids`` ``[N_symbols]``.
 
     Args:
@@ -204,6 +226,7 @@ def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positio
         batch: positions per Jacobian computation (memory ∝ ``batch · chunk · (Δ+1)``).
         warmup: context symbols before each window (run without gradient).
         chunk: state units per backward pass (see :func:`jacobians`).
+        mode: ``auto``, ``forward`` or ``reverse`` (see :func:`jacobians`).
         states: state names (default: all of ``source.state_names``).
         progress: show a progress bar.
     """
@@ -227,8 +250,8 @@ def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positio
     support = np.zeros((s, k, c), dtype=np.int64)
     steps = [pos[i:i + batch] for i in range(0, len(pos), batch)]
     for part in tqdm(steps, desc="state gradients", disable=not progress):
-        jac = jacobians(source, ids, part, lags, warmup, names, chunk)
-        prev = ids[part[:, None] - torch.arange(1, lags + 1)]  # [n, K] the symbol at t−δ
+        jac, inputs = jacobians(source, ids, part, lags, warmup, names, chunk, mode)
+        prev = inputs[:, 1:]  # [n, K] the input symbol of each lag
         for i, name in enumerate(names):
             wj = jac[name][:, 1:] @ factor  # [n, K, D, r]
             mean_jac[name] += wj.double().sum(0)
@@ -242,7 +265,8 @@ def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positio
     for i, x in enumerate(spectra):
         svals[i, :, :x.shape[1]] = x
     norm = norm_sum.sum(-1) / n
-    meta = {"positions": n, "warmup": warmup, "whitening_rank": white.rank, "embedding_dim": int(table.shape[1]),
+    forward = mode != "reverse" and callable(getattr(source, "input_jacobians", None))
+    meta = {"positions": n, "mode": "forward" if forward else "reverse", "warmup": warmup, "whitening_rank": white.rank, "embedding_dim": int(table.shape[1]),
             "seed": seed}
     return GradientMemory(names, list(range(1, lags + 1)), list(source.vocab.labels), svals, norm, norm_sum, support,
                           meta)

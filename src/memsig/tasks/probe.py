@@ -125,7 +125,8 @@ def write_gradients(settings: DictConfig, model: Any, datamodule: TextDataModule
                         "memsig.states.GradientSource): state gradients need it; run without gradients=...")
     states = list(settings.states or dict.fromkeys(p for s in sig.real_states for p in s.split("+")))
     grad = state_gradients(model, datamodule.ids(settings.split), settings.lags, settings.positions, settings.batch,
-                           settings.warmup, settings.chunk, states, seed=int(sig.meta.get("seed", 0)), progress=True)
+                           settings.warmup, settings.chunk, states, seed=int(sig.meta.get("seed", 0)),
+                           mode=settings.get("mode", "auto"), progress=True)
     grad.meta.update(split=settings.split, checkpoint=sig.meta.get("checkpoint"),
                      checkpoint_sha256=sig.meta.get("checkpoint_sha256"), correlation=correlate(grad, sig))
     figures = [p for s in grad.states for p in save_figure(gradient_figure(grad, s), out / "figures" /
