@@ -160,3 +160,10 @@ def test_training_fits_the_lambda_scale_and_learns(scope: str, tmp_path, tiny_co
     other = compose_cfg(["model=lstm", f"init_from={result['best_checkpoint']}", "data.max_chars=20000"], tmp_path / "x")
     with pytest.raises(CheckpointError, match="FactorizedCharLM"):
         train(other)
+
+
+def test_state_gradients_of_the_factorized_lm_say_they_are_not_supported() -> None:
+    from memsig.analysis.state_gradients import state_gradients
+
+    with pytest.raises(NotImplementedError, match="without gradients"):
+        state_gradients(model(), inputs(1, 200)[0], lags=3, positions=4)

@@ -58,6 +58,8 @@ from memsig.vocab import Vocab
 
 LambdaNorm = Literal["standardize", "scale", "none"]
 log = logging.getLogger(__name__)
+_NO_GRADIENTS = ("state gradients of the factorized LM are not supported: its kernel depends on λ, which the "
+                 "gradient windows do not carry; run probe.py without gradients=...")
 
 
 class LowRankBases(nn.Module):
@@ -228,6 +230,12 @@ class FactorizedCharLM(CharLM):
         out = torch.stack(outs, 1)
         final: LayerState = (h[None], c[None]) if lstm else h[None]
         return out, final
+
+    def embedded_states(self, emb: Tensor, context: Tensor | None = None, repeat: int = 1) -> dict[str, Tensor]:
+        raise NotImplementedError(_NO_GRADIENTS)
+
+    def input_jacobians(self, window: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError(_NO_GRADIENTS)
 
     def _cell_states(self, i: int, x: Tensor, h: Tensor, s0: LayerState, lam: Tensor | None = None) -> Tensor:
         layer, bases = self.layers[i], self.bases[i]
