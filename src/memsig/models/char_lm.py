@@ -90,14 +90,16 @@ def _lstm_tangents(layer: nn.LSTM, x: Tensor, dx: Tensor, h: Tensor | None, c: T
         gi, gf, gg, go = (gx[:, t] + h @ w_hh.T).chunk(4, -1)
         di, df, dg, do = (dgx[:, t] + dh @ w_hh.T).chunk(4, -1)
         i, f, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
-        di, df, dg, do = (i * (1 - i))[:, None] * di, (f * (1 - f))[:, None] * df, (1 - g * g)[:, None] * dg, \
-            (o * (1 - o))[:, None] * do
+        di, df = (i * (1 - i))[:, None] * di, (f * (1 - f))[:, None] * df
+        dg, do = (1 - g * g)[:, None] * dg, (o * (1 - o))[:, None] * do
         dc = df * c[:, None] + f[:, None] * dc + di * g[:, None] + i[:, None] * dg
         c = f * c + i * g
         tc = torch.tanh(c)
         dh = do * tc[:, None] + (o * (1 - tc * tc))[:, None] * dc
         h = o * tc
-        hs.append(h), dhs.append(dh), dcs.append(dc)
+        hs.append(h)
+        dhs.append(dh)
+        dcs.append(dc)
     return torch.stack(hs, 1), torch.stack(dhs, 1), torch.stack(dcs, 1)
 
 
@@ -122,7 +124,8 @@ def _gru_tangents(layer: nn.GRU, x: Tensor, dx: Tensor, h: Tensor | None) -> tup
         dcand = (1 - cand * cand)[:, None] * (dxn + dr * hn[:, None] + r[:, None] * dhn)
         dh = dz * (h - cand)[:, None] + (1 - z)[:, None] * dcand + z[:, None] * dh
         h = (1 - z) * cand + z * h
-        hs.append(h), dhs.append(dh)
+        hs.append(h)
+        dhs.append(dh)
     return torch.stack(hs, 1), torch.stack(dhs, 1)
 
 
