@@ -92,4 +92,13 @@ def trained_lm(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> d
     return {"result": result, "cfg": cfg, "dir": out}
 
 
+@pytest.fixture(scope="session")
+def espeak_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small synthesized speech corpus (~110 s train, ~40 s dev and test): split -> manifest."""
+    from memsig.data.speech.synth import build_espeak_corpus
+
+    return build_espeak_corpus(tmp_path_factory.mktemp("espeak"), data_dir() / "ptb",
+                               {"train": 0.03, "dev": 0.01, "test": 0.01}, seed=0)
+
+
 __all__ = ["compose_cfg", "memsig"]

@@ -19,7 +19,8 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_configs_build(data, tmp_path: Path):
-    extra = {"text": ["data.corpus.path=/some/file.txt"], "wsj": ["data.corpus.root=/ldc/wsj"]}.get(data, [])
+    extra = {"text": ["data.corpus.path=/some/file.txt"], "wsj": ["data.corpus.root=/ldc/wsj"],
+             "wsj_speech": ["data.corpus.root=/ldc/wsj"]}.get(data, [])
     cfg = compose_cfg([f"data={data}", *extra], tmp_path)
     vocab = hydra.utils.instantiate(cfg.vocab)
     dm = hydra.utils.instantiate(cfg.data, vocab=vocab)
@@ -29,7 +30,8 @@ def test_data_configs_build(data, tmp_path: Path):
 
 @pytest.mark.parametrize("model", options("model"))
 def test_model_configs_build(model, tmp_path: Path):
-    cfg = compose_cfg([f"model={model}"], tmp_path)
+    extra = {"las": ["data=librivox"]}.get(model, [])  # a speech model reads its feature sizes from a speech data config
+    cfg = compose_cfg([f"model={model}", *extra], tmp_path)
     lm = hydra.utils.instantiate(cfg.model, vocab=hydra.utils.instantiate(cfg.vocab))
     assert isinstance(lm, StateSource) and lm.state_names
     if model in ("lstm", "gru"):

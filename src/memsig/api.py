@@ -15,9 +15,10 @@ from memsig.probe.signature import Signature
 from memsig.states import StateSource
 
 
-def as_datamodule(data: TextDataModule | str | Path, source: StateSource, **kwargs: Any) -> TextDataModule:
-    """``data`` itself, or a :class:`TextDataModule` over a text file/folder with the model's vocab."""
-    if isinstance(data, TextDataModule):
+def as_datamodule(data: L.LightningDataModule | str | Path, source: StateSource, **kwargs: Any) -> L.LightningDataModule:
+    """``data`` itself (a :class:`TextDataModule`, a speech DataModule: any DataModule with a
+    ``vocab``), or a :class:`TextDataModule` over a text file/folder with the model's vocab."""
+    if isinstance(data, L.LightningDataModule):
         data.vocab.check_same(source.vocab, what="model")
         return data
     return TextDataModule(TextCorpus(str(data)), source.vocab, **kwargs)
@@ -25,7 +26,7 @@ def as_datamodule(data: TextDataModule | str | Path, source: StateSource, **kwar
 
 def probe(
     model: StateSource | str | Path,
-    data: TextDataModule | str | Path,
+    data: L.LightningDataModule | str | Path,
     *,
     quick: bool = False,
     max_epochs: int = 4,
@@ -39,7 +40,8 @@ def probe(
     Args:
         model: a :class:`~memsig.states.StateSource` (a memsig model, a
             :class:`~memsig.adapters.HookedStateSource`, your own) or a checkpoint path.
-        data: a :class:`~memsig.data.text.TextDataModule` or a text file/folder path.
+        data: a DataModule (:class:`~memsig.data.text.TextDataModule`, a speech DataModule)
+            or a text file/folder path.
         quick: closed-form ridge decoders (:func:`~memsig.probe.quick.quick_signature`)
             instead of the MLP probe.
         max_epochs: probe training epochs (MLP probe; each head keeps its best on dev).

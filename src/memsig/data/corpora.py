@@ -176,6 +176,12 @@ def _decode(raw: bytes, where: str) -> str:
 _PTB_CLITIC = re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)(?= |$)")
 
 
+def reattach_ptb_clitics(text: str) -> str:
+    """Join the treebank's split clitics to their word: ``company 's`` -> ``company's``,
+    ``do n't`` -> ``don't``."""
+    return _PTB_CLITIC.sub(r"\1", text)
+
+
 class PTBCorpus(Corpus):
     """Penn Treebank LM text (Mikolov's files ``ptb.{train,valid,test}.txt``), official splits.
 
@@ -206,8 +212,7 @@ class PTBCorpus(Corpus):
     def normalize_line(self, line: str) -> str:
         """One treebank sentence as plain text (see class docstring)."""
         tokens = [self.number if t == "N" else self.unk if t == "<unk>" else t for t in line.split()]
-        text = " ".join(t for t in tokens if t)
-        return _PTB_CLITIC.sub(r"\1", text)
+        return reattach_ptb_clitics(" ".join(t for t in tokens if t))
 
     def load(self) -> Splits:
         out = {}

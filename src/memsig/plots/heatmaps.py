@@ -182,7 +182,7 @@ def side_by_side(sigs: dict[str, Signature], state: str | dict[str, str]) -> Fig
     for j, (ax, (name, sig)) in enumerate(zip(axes, sigs.items())):
         image = _grid(ax, 100 * sig.recall[sig.index(states[name])])
         _label(ax, sig.lags, sig.symbols, ylabel=j % cols == 0)
-        ax.set_title(f"{name}\n{states[name]}", fontsize=10)
+        ax.set_title(name if name == states[name] else f"{name}\n{states[name]}", fontsize=10)
     for ax in axes[len(sigs):]:
         ax.set_axis_off()
     fig.colorbar(image, ax=list(axes), label="recall (%)")

@@ -72,6 +72,24 @@ def data_config_of_run(ckpt: Path) -> DictConfig:
     return OmegaConf.load(saved).data
 
 
+def without_augmentation(datamodule: Any) -> Any:
+    """The datamodule with training-time augmentation off (a speech DataModule's
+    ``spec_augment``): a probe reads the data as it is."""
+    if getattr(datamodule, "spec_augment", None) is not None:
+        datamodule.spec_augment = None
+    return datamodule
+
+
+def source_meta(model: Any, ckpt: str | Path, data_cfg: DictConfig) -> dict[str, Any]:
+    """What a signature records of its model: class and hyper-parameters, checkpoint and hash,
+    data config, split, and the model's own line per state (``state_notes()``, e.g. a speech
+    encoder layer's frame rate and the audio one frame sees) where it offers them."""
+    notes = model.state_notes() if hasattr(model, "state_notes") else {}
+    return {"model": {"class": type(model).__name__, **dict(getattr(model, "hparams", {}))}, "checkpoint": str(ckpt),
+            "checkpoint_sha256": sha256_of(ckpt), "data": OmegaConf.to_container(data_cfg, resolve=True),
+            "split": "test", "state_notes": notes}
+
+
 def label_prior(ids: torch.Tensor, num_symbols: int, target: str) -> np.ndarray:
     """Frequencies of the probe's targets on a split's ids ``[N]`` (symbols or bigrams)."""
     ids = ids.long()
@@ -97,16 +115,21 @@ def fit_probe(probe: MultiHeadProbe, datamodule: TextDataModule, trainer: L.Trai
 
 
 def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_lags: Sequence[int] = ()) -> list[Path]:
-    """Heatmap per probed real state, marginal curves of all states (controls dashed), and
-    the confusion matrix of each real state at each of ``confusion_lags``."""
-    from memsig.plots import confusion_plot, marginal_curves, save_figure, signature_heatmap
+    """Heatmap per probed real state, all real states side by side on one scale (when there are
+    several), marginal curves of all states (controls dashed), and the confusion matrix of
+    each real state at each of ``confusion_lags``."""
+    from memsig.plots import confusion_plot, marginal_curves, save_figure, side_by_side, signature_heatmap
 
     paths = []
     for state in sig.real_states:
         name = state.replace("+", "_")
-        paths += save_figure(signature_heatmap(sig, state), folder / f"heatmap_{name}", formats)
+        note = sig.meta.get("state_notes", {}).get(state)
+        paths += save_figure(signature_heatmap(sig, state, note), folder / f"heatmap_{name}", formats)
         for lag in confusion_lags:
             paths += save_figure(confusion_plot(sig, state, lag), folder / f"confusion_{name}_lag{lag}", formats)
+    if len(sig.real_states) > 1:
+        states = {s: s for s in sig.real_states}
+        paths += save_figure(side_by_side(dict.fromkeys(states, sig), states), folder / "states_side_by_side", formats)
     paths += save_figure(marginal_curves(sig), folder / "marginal_recall", formats)
     return paths
 
@@ -180,11 +203,9 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = cfg.get("data") or data_config_of_run(ckpt)
     with open_dict(cfg):
         cfg.data = data_cfg  # resolved against this run's paths
-    datamodule = hydra.utils.instantiate(cfg.data, vocab=model.vocab)
+    datamodule = without_augmentation(hydra.utils.instantiate(cfg.data, vocab=model.vocab))
     out = Path(cfg.paths.output_dir)
-    meta = {"model": {"class": type(model).__name__, **dict(model.hparams)}, "checkpoint": str(ckpt),
-            "checkpoint_sha256": sha256_of(ckpt), "data": OmegaConf.to_container(cfg.data, resolve=True),
-            "split": "test", "seed": cfg.seed}
+    meta = {**source_meta(model, ckpt, cfg.data), "seed": cfg.seed}
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")),
                                                  logger=loggers or False)

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.api import probe as probe_api
 from memsig.data.io import sha256_of
 from memsig.models.checkpoint import load_model
-from memsig.tasks.probe import write_figures
+from memsig.tasks.probe import source_meta, without_augmentation, write_figures
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _probed(cfg: DictConfig, ckpt: str | Path, datamodule: Any) -> tuple[Any, An
     model = load_model(ckpt)
     if cfg.signature.get("data") is not None:
         datamodule = hydra.utils.instantiate(cfg.signature.data, vocab=model.vocab)
-    return model, datamodule
+    return model, without_augmentation(datamodule)
 
 
 def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Path) -> dict[str, str]:
@@ -69,9 +69,7 @@ def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Pa
     if not settings:
         return {}
     model, datamodule = _probed(cfg, ckpt, datamodule)
-    meta = {"model": {"class": type(model).__name__, **dict(getattr(model, "hparams", {}))},
-            "checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test",
-            "data": OmegaConf.to_container(cfg.signature.data or cfg.data, resolve=True)}
+    meta = source_meta(model, ckpt, cfg.signature.data or cfg.data)
     written = {}
     for name, options in settings.items():
         options.pop("_target_", None)

@@ -78,13 +78,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "metrics": metrics,
             "best_checkpoint": best,
             "best_val_loss": float(ckpt_cb.best_model_score) if getattr(ckpt_cb, "best_model_score", None) is not None else None,
+            "monitor": getattr(ckpt_cb, "monitor", None),
             "last_checkpoint": last,
             "signatures": {},
             "overrides": task_overrides(),
             "params": sum(p.numel() for p in model.parameters()),
         }
         if trainer.is_global_zero:
-            if tested or last:
+            unfit = quality_gate(cfg, metrics)
+            if unfit:
+                log.warning("no signature: %s (probe only a model that passed its bar; signature.require=null "
+                            "probes anyway)", unfit)
+                result["not_probed"] = unfit
+            elif tested or last:
                 result["signatures"] = write_signatures(cfg, tested or last, datamodule, out)
                 if result["signatures"]:
                     result["bases"] = write_bases(cfg, tested or last, datamodule, out, result["signatures"]["main"])
@@ -129,6 +135,16 @@ def _count_ngram(cfg: DictConfig, model: NGramLM, datamodule: Any, out: Path, st
     return result
 
 
+def quality_gate(cfg: DictConfig, metrics: dict[str, float]) -> str | None:
+    """Why the trained model must not be probed — a metric of ``signature.require``
+    (``{metric: bar}``, lower is better) missed its bar or is missing — or None."""
+    for metric, bar in (cfg.signature.get("require") or {}).items():
+        value = metrics.get(metric)
+        if value is None or not value <= bar:
+            return f"{metric} = {value} misses its bar <= {bar}"
+    return None
+
+
 def resume_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """The checkpoint ``fit`` starts from: ``cfg.ckpt_path`` when set; else, with
     ``resume: auto``, the ``last.ckpt`` an earlier attempt at this run left in the
@@ -153,14 +169,14 @@ def resume_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
 def _print_summary(result: dict[str, Any], out: Path) -> None:
     m = result["metrics"]
     lines = [f"run dir:          {out}"]
-    for stage in ("test",):
-        if f"{stage}/loss" in m:
-            lines.append(
-                f"{stage:<5} loss/char:  {m[f'{stage}/loss']:.4f} nats  "
-                f"({m[f'{stage}/bpc']:.4f} bits/char, perplexity {m[f'{stage}/ppl']:.3f})"
-            )
+    if "test/ppl" in m:
+        lines.append(f"test  loss/char:  {m['test/loss']:.4f} nats  ({m['test/bpc']:.4f} bits/char, "
+                     f"perplexity {m['test/ppl']:.3f})")
+    for prefix in sorted({k.rsplit("/", 1)[0] for k in m if k.endswith("/cer") and not k.startswith(("val", "train"))}):
+        wer = f", WER {100 * m[prefix + '/wer']:.1f} %" if prefix + "/wer" in m else ""
+        lines.append(f"{prefix + ' CER:':<17} {100 * m[prefix + '/cer']:.1f} %{wer}")
     if result["best_val_loss"] is not None:
-        lines.append(f"best val loss:    {result['best_val_loss']:.4f} nats/char (the checkpoint tested)")
+        lines.append(f"best {result.get('monitor', 'val/loss')}: {result['best_val_loss']:.4f} (the checkpoint tested)")
     lines.append(f"best checkpoint:  {result['best_checkpoint']}")
     lines.append(f"wall time:        {result['wall_time_s']} s")
     print("\n".join(lines), flush=True)
