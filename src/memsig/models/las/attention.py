@@ -64,7 +64,6 @@ class Attention(nn.Module):
         return context, weights, q
 
 
-
 def guide_penalty(weights: Tensor, centres: Tensor, widths: Tensor) -> Tensor:
     """Guided-attention loss (after Tachibana et al. 2018): the mean over guided decoding steps
     of the attention mass far from where the step should look,

@@ -142,12 +142,14 @@ class LAS(L.LightningModule):
         x, lengths = encoded[self.hparams.ctc_layer - 1]
         return F.log_softmax(self.ctc_head(x), -1), lengths
 
-    def _losses(self, batch: dict[str, Any], sampling: float) -> tuple[Tensor, dict[str, Tensor], list]:
+    def _losses(self, batch: dict[str, Any], sampling: float, guide: bool = True) -> tuple[Tensor, dict[str, Tensor], list]:
+        """The training loss and its parts, and the listener outputs; ``guide=False`` leaves out the
+        guided-attention term (evaluation reports the recognition loss alone)."""
         tokens, lens = batch["tokens"], batch["token_lengths"]
         encoded = self.listener(batch["features"], batch["feature_lengths"])
         inputs, targets = self._targets(tokens, lens)
         guided = self.hparams.guided_attention
-        logits, trace = self.speller.teacher_forced(*encoded[-1], inputs, sampling, trace=guided > 0)
+        logits, trace = self.speller.teacher_forced(*encoded[-1], inputs, sampling, trace=guide and guided > 0)
         att = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100,
                               label_smoothing=self.hparams.label_smoothing)
         parts = {"att_loss": att}
@@ -219,7 +221,7 @@ class LAS(L.LightningModule):
         return [self.vocab.decode(r) for r in ids]
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        loss, _, encoded = self._losses(batch, 0.0)
+        loss, _, encoded = self._losses(batch, 0.0, guide=False)
         self._eval_loss.append(torch.stack([loss * len(batch["texts"]), loss.new_tensor(len(batch["texts"]))]))
         beam = self.hparams.beam_size if stage == "test" else 1
         hyps = self._decode(encoded, batch["feature_lengths"], beam)
