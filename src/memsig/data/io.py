@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -47,6 +48,21 @@ def read_text(path: str | Path, what: str = "corpus file") -> str:
             f"{raw[max(0, err.start - 10): err.start + 10]!r}). Convert it first, e.g. "
             f"`iconv -f latin1 -t utf-8 {path} > {path.with_suffix('.utf8' + path.suffix)}`."
         ) from None
+
+
+def matched_lines(path: str | Path, pattern: re.Pattern[str], what: str, expected: str) -> list[re.Match[str]]:
+    """The match of ``pattern`` on every non-blank (stripped) line of the text file ``path``; a
+    :class:`CorpusError` naming the file, the line and the ``expected`` form on a line that does
+    not match."""
+    out = []
+    for i, line in enumerate(read_text(path, what).splitlines(), 1):
+        if not line.strip():
+            continue
+        m = pattern.match(line.strip())
+        if not m:
+            raise CorpusError(f"{path} line {i}: expected {expected}, got {line.strip()[:80]!r}")
+        out.append(m)
+    return out
 
 
 def _file_mode() -> int:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Iterable
 
 from memsig.data.corpora import Corpus, Splits
-from memsig.data.io import CorpusError, read_text
+from memsig.data.io import CorpusError, matched_lines
 
 # Verbalised punctuation (``,COMMA``, ``\,COMMA``, ``\COMMA``, ``--DASH``...): name -> text.
 # Quotes, parens, braces and brackets become nothing: the transcripts do not mark them
@@ -140,15 +140,8 @@ class WSJCorpus(Corpus):
     @staticmethod
     def read_dot(path: Path) -> list[tuple[str, str]]:
         """(uttid, raw transcript) of each non-blank line of a ``.dot`` file."""
-        out = []
-        for i, line in enumerate(read_text(path, "WSJ transcript file").splitlines(), 1):
-            if not line.strip():
-                continue
-            m = _LINE.match(line.strip())
-            if not m:
-                raise CorpusError(f"{path} line {i}: expected 'TRANSCRIPT (UTTID)', got {line.strip()[:80]!r}")
-            out.append((m.group(2), m.group(1)))
-        return out
+        return [(m.group(2), m.group(1))
+                for m in matched_lines(path, _LINE, "WSJ transcript file", "'TRANSCRIPT (UTTID)'")]
 
     def load(self) -> Splits:
         utts: dict[str, dict[str, str]] = {s: {} for s in self.subsets}

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 import soundfile as sf
 
-from memsig.data.io import CorpusError, read_text
+from memsig.data.io import CorpusError, matched_lines, read_text
 from memsig.data.speech.manifest import Utterance, read_manifest
 from memsig.data.wsj import WSJCorpus, normalize_dot
 
@@ -213,12 +213,7 @@ class LibriVoxCorpus(SpeechCorpus):
             raise CorpusError(f"LibriVox transcription {path} does not exist; install pocketsphinx-testdata "
                               "(apt-get install pocketsphinx-testdata) or set data.corpus.root")
         test = []
-        for i, line in enumerate(read_text(path, "LibriVox transcription").splitlines(), 1):
-            if not line.strip():
-                continue
-            m = _SPHINX_LINE.match(line.strip())
-            if not m:
-                raise CorpusError(f"{path} line {i}: expected '<s> text </s> (id)', got {line.strip()[:80]!r}")
+        for m in matched_lines(path, _SPHINX_LINE, "LibriVox transcription", "'<s> text </s> (id)'"):
             text, uttid = m.groups()
             audio = self.root / f"{uttid}.wav"
             test.append(Utterance(uttid, str(audio), text, uttid.rsplit("-", 1)[0], audio_duration(audio)))
