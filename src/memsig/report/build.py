@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from memsig.data.io import atomic_write_bytes
 from memsig.probe.signature import Signature
@@ -32,25 +33,42 @@ CURVES_NOTE = ("Overall recall per lag. Solid: the trained model's states. Dashe
                "does that.")
 
 
-def write_report(path: str | Path, n_boot: int = 200) -> Path:
+@dataclass(frozen=True)
+class StudySettings:
+    """How a multirun page names and compares its models (the :class:`~memsig.tasks.report.StudyReport`
+    callback's settings, so both of a study's pages agree).
+
+    title: the page title (None: ``memsig study — <dir name>``); label: override keys that name a
+    model (None: every override that differs between jobs); select_over: keep the best job by dev
+    loss over these; differences: ``(a, b)`` model-name pairs for the difference maps (empty: every pair).
+    """
+
+    title: str | None = None
+    label: Sequence[str] | None = None
+    select_over: Sequence[str] = ("model.dropout",)
+    differences: Sequence[Sequence[str]] = ()
+
+
+def write_report(path: str | Path, n_boot: int = 200, study: StudySettings = StudySettings()) -> Path:
     """Write ``<path>/report.html``, one self-contained interactive page (atomic); its path.
 
     ``path`` is a probe run dir, a train run dir or a multirun dir (see :mod:`memsig.report.sources`);
-    ``n_boot``: bootstrap resamples of the multirun's distance intervals. :class:`ReportError` when
-    ``path`` holds nothing to report (the message says what it should hold and what writes it).
+    ``n_boot``: bootstrap resamples of the multirun's distance intervals; ``study``: how a multirun
+    names and compares its models. :class:`ReportError` when ``path`` holds nothing to report (the
+    message says what it should hold and what writes it).
     """
     path = Path(path)
-    page = build_report(path, n_boot)
+    page = build_report(path, n_boot, study)
     out = path / REPORT
     atomic_write_bytes(out, page.render().encode())
     return out
 
 
-def build_report(path: str | Path, n_boot: int = 200) -> Page:
+def build_report(path: str | Path, n_boot: int = 200, study: StudySettings = StudySettings()) -> Page:
     """The page :func:`write_report` writes (not rendered yet)."""
     path = Path(path)
     kind = kind_of(path)
-    return _sweep_page(path, n_boot) if kind == "sweep" else _run_page(load_run(path, kind))
+    return _sweep_page(path, n_boot, study) if kind == "sweep" else _run_page(load_run(path, kind))
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -212,14 +230,16 @@ def _run_page(run: RunResults) -> Page:
     return page
 
 
-def _sweep_page(path: Path, n_boot: int) -> Page:
-    models = collect(path)
+def _sweep_page(path: Path, n_boot: int, study: StudySettings) -> Page:
+    models = collect(path, study.label, study.select_over)
     sigs = named_signatures(models)
     if not sigs:
         raise ReportError(f"none of the {len(models)} jobs under {path} has a signature (signatures/*.npz listed in "
                           f"its metrics.json): train with signature.probe set; {EXPECTED}")
-    page = Page(f"memsig study — {path.name}")
-    _intro(page, f"Multirun with {len(models)} models (per model the best job by dev loss over model.dropout):", path)
+    page = Page(study.title or f"memsig study — {path.name}")
+    over = ", ".join(study.select_over)
+    _intro(page, f"Multirun with {len(models)} models" + (f" (per model the best job by dev loss over {over}):"
+                                                          if over else ":"), path)
     page.heading("Models")
     page.table(model_rows(models))
     page.table([{"signature": name, "model": describe_model(sig.meta), "corpus": corpus_of(sig.meta),
@@ -234,9 +254,10 @@ def _sweep_page(path: Path, n_boot: int) -> Page:
     page.text(f"{HEATMAP_NOTE.format(min_support=max(s.min_support for s in sigs.values()))} Shown: the first "
               "probed state of each model, on one colour scale.")
     page.figure("study/side_by_side", side_by_side(sigs, first), "Per-symbol recall (%), one panel per model.")
+    pairs = [(a, b) for a, b in study.differences if a in sigs and b in sigs] or list(combinations(sigs, 2))
     if len(sigs) > 1:
         page.heading("Differences")
-        page.figure("study/differences", difference_maps(sigs, first, list(combinations(sigs, 2))),
+        page.figure("study/differences", difference_maps(sigs, first, pairs),
                     "Recall of the first model minus the second, in points, for the pair picked in the menu: red = "
                     "the first recalls better, blue = the second; grey: too few test positions in either.")
         page.heading("Signature distances")

@@ -199,10 +199,12 @@ class StudyReport(Callback):
                                        "differences": [list(p) for p in differences], "formats": list(formats)}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from memsig.report import write_report as interactive_report  # it builds on this module
+        from memsig.report.build import StudySettings  # it builds on this module
+        from memsig.report.build import write_report as interactive_report
 
         write_report(config.hydra.sweep.dir, **self.kwargs)
-        interactive_report(config.hydra.sweep.dir)
+        interactive_report(config.hydra.sweep.dir, study=StudySettings(
+            **{k: v for k, v in self.kwargs.items() if k != "formats"}))
 
 
 def main(argv: list[str] | None = None) -> None:
