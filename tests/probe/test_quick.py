@@ -10,6 +10,7 @@ from memsig.data.corpora import TextCorpus
 from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
 from memsig.models.delay_line import DelayLine
+from memsig.probe.controls import ControlledSource
 from memsig.probe.quick import quick_signature, ridge_weights, train_moments, vector_scaling
 from memsig.probe.targets import LeftContext, lag_targets
 from memsig.vocab import Vocab
@@ -128,6 +129,36 @@ def test_calibration_lifts_the_recall_of_rare_symbols(dm):
     gain = np.mean(cal.recall[0, 0, rare]) - np.mean(raw.recall[0, 0, rare])
     assert gain > 0.05, (gain, cal.recall[0, 0], raw.recall[0, 0])
     assert (cal.ce_bits[0] < raw.ce_bits[0]).all(), (cal.ce_bits, raw.ce_bits)
+
+
+def test_controls_a_delay_line_keeps_without_training_and_shuffling_destroys(delay_sig):
+    """A delay line's memory is its architecture: the random copy recalls exactly as well; shuffled
+    states sit at the majority rate. Everything else equals the run without controls."""
+    random_dm, plain = delay_sig
+    sig = quick_signature(DelayLine(Vocab(), k=3), random_dm, lags=LAGS, controls=["random", "shuffled"])
+    assert sig.states == ["delay", "random:delay", "shuffled:delay"] and sig.real_states == ["delay"]
+    np.testing.assert_array_equal(sig.confusion[0], plain.confusion[0])
+    np.testing.assert_array_equal(sig.confusion[1], plain.confusion[0])
+    majority = sig.majority_rate[2]
+    assert (sig.accuracy[2] < majority + 0.05).all(), (sig.accuracy[2], majority)
+    assert sig.meta["probe"]["controls"] == ["random", "shuffled"]
+    with pytest.raises(ValueError, match="probe.controls may hold random and shuffled"):
+        quick_signature(DelayLine(Vocab(), k=3), random_dm, lags=LAGS, controls=["permuted"])
+
+
+def test_shuffled_control_permutes_real_positions_only(dm):
+    lm = CharLM(Vocab(), hidden_size=8, embedding_size=4)
+    source = ControlledSource(lm, ["shuffled"], seed=0)
+    batch = dict(dm.dataset("test")[0])
+    batch["mask"] = batch["mask"].clone()
+    batch["mask"][0, -5:] = False  # a padded row end
+    sb = source.states(batch)
+    real, shuffled, mask = sb.states["layer1.c"], sb.states["shuffled:layer1.c"], sb.mask
+    assert (~mask).any() and torch.equal(shuffled[~mask], real[~mask])  # padding stays where it is
+    assert not torch.equal(shuffled[mask], real[mask])
+    order = lambda x: x[torch.argsort(x[:, 0])]  # noqa: E731 (the same rows in any order)
+    torch.testing.assert_close(order(shuffled[mask]), order(real[mask]), rtol=0, atol=0)
+    assert source.state_dims["shuffled:layer1.c"] == lm.state_dims["layer1.c"]
 
 
 def test_runs_on_a_tiny_char_lm(dm):

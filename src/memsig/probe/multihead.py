@@ -22,7 +22,6 @@ keep probability with the lowest mean dev loss over the model's real heads.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Literal
 
@@ -32,25 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memsig.probe.controls import check_controls, control_spec, random_copy
 from memsig.probe.heads import BatchedMLPHeads
 from memsig.probe.signature import Signature
 from memsig.probe.targets import LeftContext, bigram_labels, lag_targets, resolve_probe
 from memsig.states import StateBatch, StateSource
 
 Control = Literal["random", "shuffled"]
-
-
-def random_copy(source: StateSource, seed: int = 0) -> StateSource:
-    """A copy of ``source`` with every parameter re-initialised (``reset_parameters``)."""
-    if not isinstance(source, nn.Module):
-        raise TypeError("the 'random' control needs a source that is an nn.Module")
-    clone = copy.deepcopy(source)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for m in clone.modules():
-            if hasattr(m, "reset_parameters") and m is not clone:
-                m.reset_parameters()
-    return clone
 
 
 class MultiHeadProbe(L.LightningModule):
@@ -95,9 +82,7 @@ class MultiHeadProbe(L.LightningModule):
     ) -> None:
         super().__init__()
         states, lags = resolve_probe(source, states, lags)
-        controls = list(controls or [])
-        if set(controls) - {"random", "shuffled"}:
-            raise ValueError(f"probe.controls may hold random and shuffled; got {controls}")
+        controls = check_controls(controls or [])
         if target not in ("symbol", "bigram"):
             raise ValueError(f"probe.target must be symbol or bigram; got {target!r}")
         self.save_hyperparameters(ignore=["source"])
@@ -106,7 +91,7 @@ class MultiHeadProbe(L.LightningModule):
         self._random = [random_copy(source, seed)] if "random" in controls else []
         v = len(source.vocab)
         self.num_classes = v * v if target == "bigram" else v
-        self.probed = [*states, *(f"{c}:{s}" for c in controls for s in states)]
+        self.probed = [*states, *(control_spec(c, s) for c in controls for s in states)]
         self.widths: dict[str, int] = {}
         self.groups: list[tuple[str, float]] = [(s, p) for p in self.hparams.keep_probs for s in self.probed]
         heads = []

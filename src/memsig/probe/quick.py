@@ -32,7 +32,8 @@ as in training):
 
 Memory holds only the moments (``[D'+1, D'+1]`` per state plus corrections, ``D' = D + P``)
 and the calibration sample (at most 8192 states per probed state); nothing grows with the
-corpus. The ``random``/``shuffled`` controls are not offered: use the MLP probe.
+corpus. ``controls`` adds the ``random``/``shuffled`` control states, probed alike
+(:class:`~memsig.probe.controls.ControlledSource`).
 
 When to trust it: as a preview — where memory fades, which lags and layers keep more, and
 which symbols are kept better than others at a lag. On a trained LSTM-320
@@ -57,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memsig.probe.controls import ControlledSource, check_controls, control_spec, state_parts
 from memsig.probe.signature import Signature
 from memsig.probe.targets import LeftContext, lag_targets, resolve_probe
 from memsig.states import StateBatch, StateSource
@@ -109,8 +111,8 @@ def _batches(source: StateSource, datamodule: Any, split: str, lags: list[int], 
 
 
 def _state(sb: StateBatch, spec: str) -> Tensor:
-    """``[B·T, D]`` the probed state (parts of ``a+b`` concatenated)."""
-    return torch.cat([sb.states[p] for p in spec.split("+")], -1).flatten(0, 1)
+    """``[B·T, D]`` the probed state (parts of ``a+b`` concatenated; ``random:a+b``: of the control)."""
+    return torch.cat([sb.states[p] for p in state_parts(spec)], -1).flatten(0, 1)
 
 
 def _sample(n: int, size: int | None, gen: torch.Generator, device: torch.device) -> Tensor:
@@ -274,7 +276,7 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
                     lags: Sequence[int] | None = None, features: int = 512, train_positions: int | None = 4096,
                     ridge: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1, 10), max_train_batches: int | None = None,
                     max_eval_batches: int | None = None, calibrate: bool = True, common_positions: bool = False,
-                    seed: int = 0, depth: int = 1,
+                    controls: Sequence[str] = (), seed: int = 0, depth: int = 1,
                     prior: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> Signature:
     """The quick signature of ``source`` (see module docstring for method and caveats).
 
@@ -291,13 +293,19 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
             positions (:func:`vector_scaling`); False: the raw ridge scores are the logits
             (faster; lower recall of rare symbols, cross-entropy not meaningful).
         common_positions: score dev/test only where every lag has a target.
-        seed: draws the features and the sampled positions.
+        controls: ``random`` and/or ``shuffled``: the same decoders on a randomly initialised
+            copy of the model and on the states shuffled across each batch's positions
+            (:mod:`memsig.probe.controls`), as ``random:<state>`` / ``shuffled:<state>``.
+        seed: draws the features, the sampled positions and the controls.
         depth: a richer decoder, ``depth × features`` random features: the quick counterpart of
             the MLP probe's deeper decoders (the reference's hard-to-decode control).
         prior: ``[C]`` training symbol frequencies (default: counted on ``datamodule.ids("train")``).
         meta: merged into the signature's meta.
     """
     states, lags = resolve_probe(source, states, lags)
+    if controls:
+        source = ControlledSource(source, controls, seed)
+        states = [*states, *(control_spec(c, s) for c in check_controls(controls) for s in states)]
     c, k, ar = len(source.vocab), len(lags), torch.arange(len(lags))
     features *= depth
     moments, phi = train_moments(source, datamodule, states, lags, max_train_batches, features, train_positions, seed)
@@ -358,7 +366,8 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
                       "ridge": {s: [float(ridge[j]) for j in best[s]] for s in states},
                       "calibrated": calibrate, "calibration_positions": sum(map(len, held_y)),
                       "dev_accuracy": {s: (correct[s][ar, best[s]] / dev_n.clamp(min=1)).tolist() for s in states},
-                      "common_positions": common_positions, "max_train_batches": max_train_batches,
+                      "common_positions": common_positions, "controls": list(controls),
+                      "max_train_batches": max_train_batches,
                       "max_eval_batches": max_eval_batches, "seed": seed},
             **(meta or {})}
     return Signature(states, lags, list(source.vocab.labels), conf, ce_bits, np.asarray(prior, dtype=np.float64),
