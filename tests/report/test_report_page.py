@@ -184,13 +184,17 @@ def test_the_study_callback_gives_its_settings_to_the_interactive_page(tmp_path:
     callback = StudyReport(title="Hidden-size study", label=["experiment", "model.hidden_size"],
                            differences=[["toy-64", "toy-32"]], formats=["png"])
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
-    page = (sweep / "report.html").read_text()
-    assert "<title>Hidden-size study</title>" in page and "memsig study" not in page
-    figures = figures_of(page)
-    assert [t.name for t in figures["study/side_by_side"].data] == ["toy-32", "toy-64"]
-    assert [t.name for t in figures["study/differences"].data] == ["toy-64 − toy-32"]  # the pair asked for, in order
     static = (sweep / "report" / "report.md").read_text()
     assert "Hidden-size study" in static and "difference_toy-64_vs_toy-32" in static
+    by_command = tmp_path / "by_command.html"
+    (sweep / "report.html").rename(by_command)
+    assert main([str(sweep), "--title", "Hidden-size study", "--label", "experiment", "model.hidden_size",
+                 "--difference", "toy-64", "toy-32", "--n-boot", "20"]) == 0  # the command line, the same settings
+    for page in (by_command.read_text(), (sweep / "report.html").read_text()):
+        assert "<title>Hidden-size study</title>" in page and "memsig study" not in page
+        figures = figures_of(page)
+        assert [t.name for t in figures["study/side_by_side"].data] == ["toy-32", "toy-64"]
+        assert [t.name for t in figures["study/differences"].data] == ["toy-64 − toy-32"]  # the pair asked, in order
 
 
 def test_a_dir_without_signature_says_what_it_should_hold(tmp_path: Path, capsys) -> None:

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from memsig.report.build import write_report
+from memsig.report.build import StudySettings, write_report
 from memsig.report.sources import ReportError
+from memsig.tasks.report import add_study_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,9 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dir", type=Path, help="probe run dir (signature.npz), train run dir (metrics.json + "
                     "signatures/) or multirun dir (job folders)")
     ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of a multirun's distance intervals")
+    study = ap.add_argument_group("multirun", "how a multirun page names and compares its models (as the "
+                                  "experiment's StudyReport callback does)")
+    add_study_arguments(study)
     args = ap.parse_args(argv)
+    settings = StudySettings(args.title, args.label, args.select_over, args.difference)
     try:
-        out = write_report(args.dir, args.n_boot)
+        out = write_report(args.dir, args.n_boot, settings)
     except ReportError as err:
         print(f"report: {err}", file=sys.stderr)
         return 2

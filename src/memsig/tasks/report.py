@@ -207,16 +207,21 @@ class StudyReport(Callback):
             **{k: v for k, v in self.kwargs.items() if k != "formats"}))
 
 
+def add_study_arguments(ap: Any) -> None:
+    """Add ``--title``, ``--label``, ``--select-over``, ``--difference`` (a study's settings) to a parser or group."""
+    ap.add_argument("--title", help="page title")
+    ap.add_argument("--label", nargs="+", help="override keys that name a model (default: the ones that differ)")
+    ap.add_argument("--select-over", nargs="*", default=["model.dropout"], help="keep the best job over these")
+    ap.add_argument("--difference", nargs=2, action="append", default=[], metavar=("A", "B"),
+                    help="a difference map A - B (model names as in the report); the page's default: every pair")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", type=Path, help="a multirun dir (jobs in numbered subfolders)")
-    ap.add_argument("--title", default="memsig study")
-    ap.add_argument("--label", nargs="+", help="override keys that name a model (default: the swept ones)")
-    ap.add_argument("--select-over", nargs="*", default=["model.dropout"], help="keep the best job over these")
-    ap.add_argument("--difference", nargs=2, action="append", default=[], metavar=("A", "B"),
-                    help="draw the difference map A - B (model names as in the report)")
+    add_study_arguments(ap)
     args = ap.parse_args(argv)
-    write_report(args.sweep_dir, args.title, args.label, args.select_over, args.difference)
+    write_report(args.sweep_dir, args.title or "memsig study", args.label, args.select_over, args.difference)
 
 
 if __name__ == "__main__":
