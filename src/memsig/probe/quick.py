@@ -333,9 +333,10 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
             correct[s] += ((z.argmax(-1) == y[..., None]) & v[..., None]).sum(0).cpu()
     best = {s: correct[s].argmax(1) for s in states}  # λ index per lag
     chosen = {s: weights[s][ar, best[s]].float() for s in states}  # [K, D'+1, C]
+    n_held = sum(map(len, held_y))
     scale, offset = {}, {}
     for s in states:  # logits a ⊙ z + b (identity without calibration)
-        if calibrate and held_y and sum(map(len, held_y)):
+        if n_held:
             z = torch.einsum("nd,kdc->knc", phi[s](torch.cat(held[s])), chosen[s])
             scale[s], offset[s] = vector_scaling(z, torch.cat(held_y).T, torch.cat(held_v).T)
         else:
@@ -364,7 +365,7 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
     info = {"probe": {"mode": "quick", "states": states, "lags": lags, "features": features,
                       "train_positions": train_positions, "ridge_grid": list(ridge),
                       "ridge": {s: [float(ridge[j]) for j in best[s]] for s in states},
-                      "calibrated": calibrate, "calibration_positions": sum(map(len, held_y)),
+                      "calibrated": calibrate, "calibration_positions": n_held,
                       "dev_accuracy": {s: (correct[s][ar, best[s]] / dev_n.clamp(min=1)).tolist() for s in states},
                       "common_positions": common_positions, "controls": list(controls),
                       "max_train_batches": max_train_batches,

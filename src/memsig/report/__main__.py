@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from memsig.report.build import StudySettings, write_report
+from memsig.report.build import write_report
 from memsig.report.sources import ReportError
-from memsig.tasks.report import add_study_arguments
+from memsig.tasks.report import StudySettings, add_study_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from memsig.data.io import atomic_write_bytes
 from memsig.probe.signature import Signature
@@ -14,7 +13,7 @@ from memsig.report.figures import (GradientLike, difference_maps, gradient_decay
                                    side_by_side, signature_heatmap, singular_spectra)
 from memsig.report.page import Page
 from memsig.report.sources import EXPECTED, ReportError, RunResults, checkpoint_status, kind_of, load_run
-from memsig.tasks.report import collect, distance_rows, model_rows, named_signatures, recall_rows
+from memsig.tasks.report import StudySettings, collect, distance_rows, model_rows, named_signatures, recall_rows
 
 REPORT = "report.html"
 MODEL_KEYS = ("cell", "num_layers", "hidden_size", "embedding_size", "order")  # shown in the one-line model summary
@@ -31,22 +30,6 @@ CURVES_NOTE = ("Overall recall per lag. Solid: the trained model's states. Dashe
                "(shuffled:): the real states shuffled across positions, which must sit at the majority rate. "
                "Dotted grey: always answering the most frequent symbol; a decoder with nothing left to go on "
                "does that.")
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """How a multirun page names and compares its models (the :class:`~memsig.tasks.report.StudyReport`
-    callback's settings, so both of a study's pages agree).
-
-    title: the page title (None: ``memsig study — <dir name>``); label: override keys that name a
-    model (None: every override that differs between jobs); select_over: keep the best job by dev
-    loss over these; differences: ``(a, b)`` model-name pairs for the difference maps (empty: every pair).
-    """
-
-    title: str | None = None
-    label: Sequence[str] | None = None
-    select_over: Sequence[str] = ("model.dropout",)
-    differences: Sequence[Sequence[str]] = ()
 
 
 def write_report(path: str | Path, n_boot: int = 200, study: StudySettings = StudySettings()) -> Path:

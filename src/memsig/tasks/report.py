@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -43,6 +44,23 @@ from memsig.tasks.sweep import parse_overrides, summarize
 
 log = logging.getLogger(__name__)
 REPORT_LAGS = (1, 2, 4, 8, 16)  # marginal recall shown in the models table
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """How a study names and compares its models, shared by its static and interactive pages
+    (:class:`StudyReport`'s settings).
+
+    title: the page title (None: the page's default); label: override keys that name a model
+    (None: every override that differs between jobs); select_over: keep the best job by dev loss
+    over these; differences: ``(a, b)`` model-name pairs for the difference maps (the interactive
+    page's default: every pair).
+    """
+
+    title: str | None = None
+    label: Sequence[str] | None = None
+    select_over: Sequence[str] = ("model.dropout",)
+    differences: Sequence[Sequence[str]] = ()
 
 
 @dataclass
@@ -194,17 +212,15 @@ class StudyReport(Callback):
     def __init__(self, title: str = "memsig study", label: Sequence[str] | None = None,
                  select_over: Sequence[str] = ("model.dropout",), differences: Sequence[Sequence[str]] = (),
                  formats: Sequence[str] = ("png", "svg")) -> None:
-        self.kwargs: dict[str, Any] = {"title": title, "label": list(label) if label else None,
-                                       "select_over": list(select_over),
-                                       "differences": [list(p) for p in differences], "formats": list(formats)}
+        self.study = StudySettings(title, list(label) if label else None, list(select_over),
+                                   [list(p) for p in differences])
+        self.formats = list(formats)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from memsig.report.build import StudySettings  # it builds on this module
-        from memsig.report.build import write_report as interactive_report
+        from memsig.report import write_report as interactive_report  # it builds on this module
 
-        write_report(config.hydra.sweep.dir, **self.kwargs)
-        interactive_report(config.hydra.sweep.dir, study=StudySettings(
-            **{k: v for k, v in self.kwargs.items() if k != "formats"}))
+        write_report(config.hydra.sweep.dir, **dataclasses.asdict(self.study), formats=self.formats)
+        interactive_report(config.hydra.sweep.dir, study=self.study)
 
 
 def add_study_arguments(ap: Any) -> None:
