@@ -51,8 +51,11 @@ def main() -> None:
     plain, factorized = CharLM(vocab, **shape), FactorizedCharLM(vocab, **shape)
     k = factorized.num_bases
     inputs = torch.randint(0, len(vocab), (args.batch, args.seq + 1))
-    runs = {"plain": (plain, None), "cluster": (factorized, torch.randn(k)),
-            "segment": (factorized, torch.randn(args.batch, k))}
+    runs = {
+        "plain": (plain, None),
+        "cluster": (factorized, torch.randn(k)),
+        "segment": (factorized, torch.randn(args.batch, k)),
+    }
     for model, lam in runs.values():  # warm-up
         step_seconds(model, inputs, lam)
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -60,12 +63,18 @@ def main() -> None:
         for name, (model, lam) in runs.items():
             times[name].append(step_seconds(model, inputs, lam))
     med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.seq}, "
-          f"hidden {args.hidden}, K = {k} bases; forward + backward, median of {args.rounds} alternating rounds")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.seq}, "
+        f"hidden {args.hidden}, K = {k} bases; forward + backward, median of {args.rounds} alternating rounds"
+    )
     targets = {"plain": None, "cluster": 1.2, "segment": 15.0}
     for name, seconds in med.items():
         ratio = seconds / med["plain"]
-        verdict = "" if targets[name] is None else f"  target <= {targets[name]}x: {'PASS' if ratio <= targets[name] else 'FAIL'}"
+        verdict = (
+            ""
+            if targets[name] is None
+            else f"  target <= {targets[name]}x: {'PASS' if ratio <= targets[name] else 'FAIL'}"
+        )
         print(f"{name:<8} {seconds:7.3f} s  {ratio:6.2f}x plain{verdict}")
 
 

@@ -37,9 +37,15 @@ class StepTimer(L.Callback):
 def lightning_run(model: CharLM, dm: TextDataModule, steps: int, logged: bool) -> float:
     timer = StepTimer()
     trainer = L.Trainer(
-        max_steps=steps, limit_val_batches=0, logger=logged and L.pytorch.loggers.CSVLogger("/tmp/memsig-bench"),
-        enable_checkpointing=False, enable_progress_bar=logged, enable_model_summary=False,
-        gradient_clip_val=1.0, callbacks=[timer], num_sanity_val_steps=0,
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=logged and L.pytorch.loggers.CSVLogger("/tmp/memsig-bench"),
+        enable_checkpointing=False,
+        enable_progress_bar=logged,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=dm)
     return timer.seconds
@@ -70,8 +76,12 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     vocab = Vocab()
-    dm = TextDataModule(TextCorpus(str(data_dir() / "shakespeare" / "tinyshakespeare.txt")), vocab,
-                        batch_size=args.batch, seq_len=args.seq_len)
+    dm = TextDataModule(
+        TextCorpus(str(data_dir() / "shakespeare" / "tinyshakespeare.txt")),
+        vocab,
+        batch_size=args.batch,
+        seq_len=args.seq_len,
+    )
     dm.setup()
 
     def fresh() -> CharLM:
@@ -87,8 +97,10 @@ def main() -> None:
         times["lightning+csv+bar"].append(lightning_run(fresh(), dm, args.steps, logged=True))
         print(f"round {r + 1}: " + ", ".join(f"{k} {chars / v[-1]:,.0f} chars/s" for k, v in times.items()), flush=True)
     plain = chars / statistics.median(times["plain"])
-    print(f"\nLSTM-{args.hidden}, batch {args.batch}x{args.seq_len}, {args.steps} steps x {args.rounds} rounds, "
-          f"{torch.get_num_threads()} threads (median of rounds)")
+    print(
+        f"\nLSTM-{args.hidden}, batch {args.batch}x{args.seq_len}, {args.steps} steps x {args.rounds} rounds, "
+        f"{torch.get_num_threads()} threads (median of rounds)"
+    )
     print(f"{'loop':<20}{'chars/s':>12}{'vs plain':>10}")
     for name, ts in times.items():
         rate = chars / statistics.median(ts)

@@ -40,8 +40,16 @@ def main() -> None:
     sigs, seconds = {}, {}
     for budget in args.budgets:
         start = time.perf_counter()
-        sigs[budget] = memsig.probe(model, dm, lags=args.lags, width=args.width, max_epochs=args.epochs,
-                                    positions_per_batch=budget or None, controls=[], progress=False)
+        sigs[budget] = memsig.probe(
+            model,
+            dm,
+            lags=args.lags,
+            width=args.width,
+            max_epochs=args.epochs,
+            positions_per_batch=budget or None,
+            controls=[],
+            progress=False,
+        )
         seconds[budget] = time.perf_counter() - start
     ref = sigs[min(args.budgets, key=lambda b: b or np.inf) if 0 not in args.budgets else 0]
     state = ref.real_states[0]

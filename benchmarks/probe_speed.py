@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,8 +63,13 @@ Row = tuple[str, str, str, bool]  # summary: what, measured, target, pass
 
 
 def datamodule(vocab: Vocab, max_chars: int | None = None) -> TextDataModule:
-    dm = TextDataModule(TextCorpus(str(data_dir() / "shakespeare" / "tinyshakespeare.txt")), vocab,
-                        batch_size=64, seq_len=128, max_chars=max_chars)
+    dm = TextDataModule(
+        TextCorpus(str(data_dir() / "shakespeare" / "tinyshakespeare.txt")),
+        vocab,
+        batch_size=64,
+        seq_len=128,
+        max_chars=max_chars,
+    )
     dm.setup()
     return dm
 
@@ -128,8 +134,10 @@ def bench_a(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
     scale = len(every) / len(subset)
     multi_seconds(model, batches[:2], 64)  # warm-up (first LSTM calls, allocator)
     note = f"; naive measured on {len(subset)} of {len(every)} decoders, time scaled x{scale:g}" if scale != 1 else ""
-    print(f"\n(a) probe training, S={args.steps} batches, 1024 positions/batch, {len(every)} decoders "
-          f"({len(STATES)} states x {len(LAGS)} lags){note}")
+    print(
+        f"\n(a) probe training, S={args.steps} batches, 1024 positions/batch, {len(every)} decoders "
+        f"({len(STATES)} states x {len(LAGS)} lags){note}"
+    )
     print(f"{'width':>6}{'multi s':>10}{'naive s (measured)':>20}{'naive s (x20)':>15}{'speed-up':>10}")
     speedup = {}
     for w in (64, 256, 1024):
@@ -141,8 +149,10 @@ def bench_a(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
 
 def bench_b(args: argparse.Namespace) -> list[Row]:
     n, k = 4096, len(LAGS)
-    print(f"\n(b) heads training step vs torch.mm [N,D]@[D,K*W], N={n} K={k} D={D} C={C}, "
-          f"median of {args.reps} alternating reps")
+    print(
+        f"\n(b) heads training step vs torch.mm [N,D]@[D,K*W], N={n} K={k} D={D} C={C}, "
+        f"median of {args.reps} alternating reps"
+    )
     print(f"{'width':>6}{'heads GFLOP/s':>15}{'mm GFLOP/s':>12}{'fraction':>10}")
     fraction = {}
     for w in (64, 256, 1024):
@@ -175,7 +185,9 @@ def memory_child(chars: int) -> None:
     model, dm = lm(vocab), datamodule(vocab, chars)
     before = peak_mib()
     memsig.probe(model, dm, lags=range(1, 11), width=256, max_epochs=1, controls=[], progress=False)
-    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    hwm = next(
+        int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
+    )
     print(json.dumps({"chars": len(dm.ids("train")), "before": before, "peak": peak_mib(), "hwm": hwm / 1024}))
 
 
@@ -190,8 +202,11 @@ def bench_c() -> list[Row]:
         start = time.perf_counter()
         rec = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
         peaks.append(rec["peak"])
-        print(f"{rec['chars']:>12,}{rec['before']:>24.0f}{rec['peak']:>18.0f}{rec['hwm']:>7.0f}"
-              f"{time.perf_counter() - start:>9.1f}", flush=True)
+        print(
+            f"{rec['chars']:>12,}{rec['before']:>24.0f}{rec['peak']:>18.0f}{rec['hwm']:>7.0f}"
+            f"{time.perf_counter() - start:>9.1f}",
+            flush=True,
+        )
     growth = peaks[1] / peaks[0] - 1
     print(f"growth of peak RSS from 1x to 4x the data: {growth:+.1%}")
     return [("(c) peak RSS growth, 4x data", f"{growth:+.1%}", "<= 10%", growth <= 0.10)]
@@ -222,8 +237,9 @@ def default_probe_settings() -> tuple[dict, dict, int]:
     for group in ("default", "quick"):
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
             cfg = compose("probe", overrides=["ckpt=unused", f"probe={group}"])
-        settings.append({k: v for k, v in OmegaConf.to_container(cfg.probe, resolve=True).items()
-                         if k not in ("_target_", "mode")})
+        settings.append(
+            {k: v for k, v in OmegaConf.to_container(cfg.probe, resolve=True).items() if k not in ("_target_", "mode")}
+        )
     return settings[0], settings[1], int(cfg.trainer.max_epochs)
 
 
@@ -231,9 +247,11 @@ def bench_d(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
     model = trained_model(args, vocab)
     dm = datamodule(vocab)
     mlp_settings, quick_settings, epochs = default_probe_settings()
-    print(f"\n(d) probe=quick vs probe=default ({epochs} epochs, controls {mlp_settings['controls']}) as configured "
-          f"in conf/, {len(dm.ids('train')):,} train chars, "
-          f"{'checkpoint ' + args.ckpt if args.ckpt else 'model trained above'}")
+    print(
+        f"\n(d) probe=quick vs probe=default ({epochs} epochs, controls {mlp_settings['controls']}) as configured "
+        f"in conf/, {len(dm.ids('train')):,} train chars, "
+        f"{'checkpoint ' + args.ckpt if args.ckpt else 'model trained above'}"
+    )
     start = time.perf_counter()
     quick = memsig.probe(model, dm, quick=True, **quick_settings)
     t_quick, start = time.perf_counter() - start, time.perf_counter()
@@ -241,12 +259,18 @@ def bench_d(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
     t_mlp = time.perf_counter() - start
     speedup = t_mlp / t_quick
     print(f"quick {t_quick:.1f} s, MLP (widths {mlp.meta['probe']['widths']}) {t_mlp:.1f} s: speed-up {speedup:.1f}x")
-    runs = [mlp] + [memsig.probe(model, dm, max_epochs=epochs, progress=False,
-                                 **{**mlp_settings, "seed": seed, "controls": []}) for seed in range(1, args.mlp_runs)]
-    print(f"Spearman of per-symbol recall: quick vs the MLP signature (seed 0), quick vs the mean of {len(runs)} "
-          "MLP runs; noise floor: each MLP run vs the mean of the others (lowest shown)")
-    print(f"{'state':>10}{'lag':>5}{'symbols':>9}{'acc quick':>11}{'acc MLP':>9}{'vs MLP':>8}{'vs mean':>9}"
-          f"{'MLP floor':>11}")
+    runs = [mlp] + [
+        memsig.probe(model, dm, max_epochs=epochs, progress=False, **{**mlp_settings, "seed": seed, "controls": []})
+        for seed in range(1, args.mlp_runs)
+    ]
+    print(
+        f"Spearman of per-symbol recall: quick vs the MLP signature (seed 0), quick vs the mean of {len(runs)} "
+        "MLP runs; noise floor: each MLP run vs the mean of the others (lowest shown)"
+    )
+    print(
+        f"{'state':>10}{'lag':>5}{'symbols':>9}{'acc quick':>11}{'acc MLP':>9}{'vs MLP':>8}{'vs mean':>9}"
+        f"{'MLP floor':>11}"
+    )
     rows: dict[str, list[float]] = {"seed0": [], "mean": [], "floor": []}
     pooled: tuple[list[float], list[float]] = ([], [])
     for state in quick.states:
@@ -257,22 +281,33 @@ def bench_d(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
             mean = r[:, ok].mean(0)
             rows["seed0"].append(spearman(a[ok], r[0, ok]))
             rows["mean"].append(spearman(a[ok], mean))
-            rows["floor"].append(min((spearman(r[i, ok], np.delete(r[:, ok], i, 0).mean(0)) for i in range(len(r))),
-                                     default=float("nan")))
+            rows["floor"].append(
+                min(
+                    (spearman(r[i, ok], np.delete(r[:, ok], i, 0).mean(0)) for i in range(len(r))), default=float("nan")
+                )
+            )
             pooled[0].extend(a[ok])
             pooled[1].extend(mean)
-            print(f"{state:>10}{lag:>5}{ok.sum():>9}{quick.accuracy[quick.index(state), quick.lags.index(lag)]:>11.3f}"
-                  f"{mlp.accuracy[mlp.index(state), mlp.lags.index(lag)]:>9.3f}{rows['seed0'][-1]:>8.3f}"
-                  f"{rows['mean'][-1]:>9.3f}{rows['floor'][-1]:>11.3f}")
+            print(
+                f"{state:>10}{lag:>5}{ok.sum():>9}{quick.accuracy[quick.index(state), quick.lags.index(lag)]:>11.3f}"
+                f"{mlp.accuracy[mlp.index(state), mlp.lags.index(lag)]:>9.3f}{rows['seed0'][-1]:>8.3f}"
+                f"{rows['mean'][-1]:>9.3f}{rows['floor'][-1]:>11.3f}"
+            )
     worst = {k: float(np.min(v)) for k, v in rows.items()}  # NaN (a constant recall row) propagates and fails
     both = spearman(np.array(pooled[0]), np.array(pooled[1]))
     print(f"Spearman over all (lag <= 5, symbol) cells pooled, quick vs MLP mean: {both:.3f}")
-    return [("(d) quick signature speed-up", f"{speedup:.1f}x", ">= 20x", speedup >= 20),
-            (f"(d) min Spearman per lag <= 5, vs mean of {len(runs)} MLP", f"{worst['mean']:.3f}", ">= 0.8",
-             worst["mean"] >= 0.8),
-            ("(d) same, vs the MLP run of seed 0", f"{worst['seed0']:.3f}", "-", True),
-            ("(d) same, MLP vs the others (floor)", f"{worst['floor']:.3f}", "-", True),
-            ("(d) Spearman, lag <= 5 cells pooled", f"{both:.3f}", ">= 0.8", both >= 0.8)]
+    return [
+        ("(d) quick signature speed-up", f"{speedup:.1f}x", ">= 20x", speedup >= 20),
+        (
+            f"(d) min Spearman per lag <= 5, vs mean of {len(runs)} MLP",
+            f"{worst['mean']:.3f}",
+            ">= 0.8",
+            worst["mean"] >= 0.8,
+        ),
+        ("(d) same, vs the MLP run of seed 0", f"{worst['seed0']:.3f}", "-", True),
+        ("(d) same, MLP vs the others (floor)", f"{worst['floor']:.3f}", "-", True),
+        ("(d) Spearman, lag <= 5 cells pooled", f"{both:.3f}", ">= 0.8", both >= 0.8),
+    ]
 
 
 def main() -> None:
@@ -295,8 +330,12 @@ def main() -> None:
         return
     vocab, skip = Vocab(), set(args.skip.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    benches = {"a": lambda: bench_a(args, vocab), "b": lambda: bench_b(args), "c": bench_c,
-               "d": lambda: bench_d(args, vocab)}
+    benches = {
+        "a": lambda: bench_a(args, vocab),
+        "b": lambda: bench_b(args),
+        "c": bench_c,
+        "d": lambda: bench_d(args, vocab),
+    }
     rows = [row for key, bench in benches.items() if key not in skip for row in bench()]
     print(f"\n{'target':<40}{'measured':>10}{'target':>10}  result")
     for what, measured, target, ok in rows:

@@ -57,15 +57,18 @@ def main() -> None:
 
     start = time.perf_counter()
     for n, t in enumerate(pos[: args.naive].tolist()):
-        context = ids[None, t - args.lags - args.warmup:t - args.lags]
-        window = ids[None, t - args.lags:t + 1]
+        context = ids[None, t - args.lags - args.warmup : t - args.lags]
+        window = ids[None, t - args.lags : t + 1]
         full = torch.autograd.functional.jacobian(
-            lambda e: lm.embedded_states(e, context)[name][0, -1], lm.embed(window).detach())  # [D, 1, Δ+1, E]
+            lambda e, context=context: lm.embedded_states(e, context)[name][0, -1], lm.embed(window).detach()
+        )  # [D, 1, Δ+1, E]
         torch.testing.assert_close(results["reverse"][n], full[:, 0].flip(1).transpose(0, 1), atol=1e-5, rtol=1e-4)
     t_naive = (time.perf_counter() - start) / args.naive * len(pos)
 
-    print(f"Jacobians of {name} (D={args.hidden}, E=64) at {len(pos)} positions, lags 0..{args.lags}, "
-          f"warm-up {args.warmup}, torch threads {torch.get_num_threads()}")
+    print(
+        f"Jacobians of {name} (D={args.hidden}, E=64) at {len(pos)} positions, lags 0..{args.lags}, "
+        f"warm-up {args.warmup}, torch threads {torch.get_num_threads()}"
+    )
     print(f"  forward mode (batched):         {times['forward']:8.2f} s")
     print(f"  reverse mode (batched, chunk {args.chunk}): {times['reverse']:8.2f} s")
     print(f"  one position per autograd call: {t_naive:8.2f} s  (measured on {args.naive}, scaled)")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -15,6 +15,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import memsig
 from memsig.data.corpora import Corpus, Splits
 from memsig.resolvers import PROJECT_ROOT, data_dir
+
+import system_deps
+
+
+def require_system(*names: str) -> None:
+    """Fail (never skip) a test whose system packages are missing, naming the install command."""
+    missing = system_deps.missing(list(names))
+    if missing:
+        pytest.fail(system_deps.missing_message(missing), pytrace=False)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("system"):
+        require_system(*marker.args)
 
 
 class RandomSymbols(Corpus):
@@ -97,8 +111,10 @@ def espeak_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A small synthesized speech corpus (~110 s train, ~40 s dev and test): split -> manifest."""
     from memsig.data.speech.synth import build_espeak_corpus
 
-    return build_espeak_corpus(tmp_path_factory.mktemp("espeak"), data_dir() / "ptb",
-                               {"train": 0.03, "dev": 0.01, "test": 0.01}, seed=0)
+    require_system("espeak-ng")
+    return build_espeak_corpus(
+        tmp_path_factory.mktemp("espeak"), data_dir() / "ptb", {"train": 0.03, "dev": 0.01, "test": 0.01}, seed=0
+    )
 
 
-__all__ = ["compose_cfg", "memsig"]
+__all__ = ["compose_cfg", "memsig", "require_system"]

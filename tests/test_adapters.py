@@ -78,8 +78,12 @@ class RandomSymbols(Corpus):
 
 def make_batch(b: int = 3, t: int = 7, first_history: int = 0) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
-    return {"inputs": torch.randint(0, len(VOCAB), (b, t), generator=g), "mask": torch.ones(b, t, dtype=torch.bool),
-            "history": (first_history + torch.arange(t)).expand(b, t).clone(), "carry": first_history > 0}
+    return {
+        "inputs": torch.randint(0, len(VOCAB), (b, t), generator=g),
+        "mask": torch.ones(b, t, dtype=torch.bool),
+        "history": (first_history + torch.arange(t)).expand(b, t).clone(),
+        "carry": first_history > 0,
+    }
 
 
 @pytest.fixture()
@@ -138,8 +142,7 @@ def test_probe_of_a_hooked_shift_register_recalls_exactly_its_depth(random_dm: T
     torch.manual_seed(0)
     source = HookedStateSource(ShiftRegisterLM(k=2), VOCAB, {"taps": "register"})
     assert source.state_dims == {"taps": 3 * len(VOCAB)}
-    sig = memsig.probe(source, random_dm, lags=[1, 2, 3], width=32, max_epochs=2, controls=[], progress=False,
-                       lr=0.01)
+    sig = memsig.probe(source, random_dm, lags=[1, 2, 3], width=32, max_epochs=2, controls=[], progress=False, lr=0.01)
     acc = dict(zip(sig.lags, sig.accuracy[sig.index("taps")]))
     chance = dict(zip(sig.lags, sig.majority_rate[0]))
     assert acc[1] > 0.95 and acc[2] > 0.95, acc

@@ -8,9 +8,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import CONF, compose_cfg
 from memsig.states import StateSource
 from memsig.tasks.utils import instantiate_all
+
+from conftest import CONF, compose_cfg
 
 
 def options(group: str) -> list[str]:
@@ -19,8 +20,11 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_configs_build(data, tmp_path: Path):
-    extra = {"text": ["data.corpus.path=/some/file.txt"], "wsj": ["data.corpus.root=/ldc/wsj"],
-             "wsj_speech": ["data.corpus.root=/ldc/wsj"]}.get(data, [])
+    extra = {
+        "text": ["data.corpus.path=/some/file.txt"],
+        "wsj": ["data.corpus.root=/ldc/wsj"],
+        "wsj_speech": ["data.corpus.root=/ldc/wsj"],
+    }.get(data, [])
     cfg = compose_cfg([f"data={data}", *extra], tmp_path)
     vocab = hydra.utils.instantiate(cfg.vocab)
     dm = hydra.utils.instantiate(cfg.data, vocab=vocab)
@@ -30,7 +34,9 @@ def test_data_configs_build(data, tmp_path: Path):
 
 @pytest.mark.parametrize("model", options("model"))
 def test_model_configs_build(model, tmp_path: Path):
-    extra = {"las": ["data=librivox"]}.get(model, [])  # a speech model reads its feature sizes from a speech data config
+    extra = {"las": ["data=librivox"]}.get(
+        model, []
+    )  # a speech model reads its feature sizes from a speech data config
     cfg = compose_cfg([f"model={model}", *extra], tmp_path)
     lm = hydra.utils.instantiate(cfg.model, vocab=hydra.utils.instantiate(cfg.vocab))
     assert isinstance(lm, StateSource) and lm.state_names

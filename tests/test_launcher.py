@@ -24,8 +24,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from conftest import CONF, TINY_RUN
 from memsig.resolvers import PROJECT_ROOT
+
+from conftest import CONF, TINY_RUN
 
 SWEEP = ["debug=smoke", "callbacks=model_checkpoint", "data.max_chars=15000", "model.hidden_size=32"]
 
@@ -35,19 +36,26 @@ def _env() -> dict[str, str]:
 
 
 def _train_m(sweep: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "hydra/launcher=local", *overrides,
-            f"hydra.sweep.dir={sweep}"]
+    return [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=local",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+    ]
 
 
 def test_local_submitit_sweep_writes_metrics_and_summary(tmp_path: Path, tiny_corpus: Path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(_train_m(sweep, *SWEEP, "model.dropout=0.0,0.3"), capture_output=True, text=True,
-                          env=_env(), timeout=300)
+    proc = subprocess.run(
+        _train_m(sweep, *SWEEP, "model.dropout=0.0,0.3"), capture_output=True, text=True, env=_env(), timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Submitit 'local' sweep output dir" in proc.stdout + proc.stderr
     assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1"]
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # ran as submitit jobs
-    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    rows = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
     assert [r["model.dropout"] for r in rows] == ["0.0", "0.3"] and all(float(r["test/loss"]) > 0 for r in rows)
     assert (sweep / "best.csv").is_file()
 
@@ -69,8 +77,9 @@ def test_preempted_job_is_requeued_and_resumes_from_last_ckpt(tmp_path: Path, ti
     the job; the new attempt runs in the same run dir and goes on from its last.ckpt."""
     sweep = tmp_path / "sweep"
     run = [*TINY_RUN, "trainer.max_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=10", "test=false"]
-    parent = subprocess.Popen(_train_m(sweep, *run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_env())
+    parent = subprocess.Popen(
+        _train_m(sweep, *run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+    )
     last = sweep / "0" / "checkpoints" / "last.ckpt"
     try:
         deadline, pid = time.time() + 120, None
@@ -92,15 +101,21 @@ def test_preempted_job_is_requeued_and_resumes_from_last_ckpt(tmp_path: Path, ti
     assert (sweep / "0" / "metrics.json").is_file() and (sweep / "summary.csv").is_file()
     versions = sorted((sweep / "0" / "csv").glob("version_*/metrics.csv"))
     assert len(versions) == 2  # two attempts in one run dir
-    steps = [int(r["step"]) for r in csv.DictReader(open(versions[1])) if r.get("train/loss")]
+    steps = [int(r["step"]) for r in csv.DictReader(versions[1].read_text().splitlines()) if r.get("train/loss")]
     assert min(steps) > 30  # the second attempt went on from last.ckpt
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 118
 
 
 def test_slurm_launcher_config_reaches_sbatch_and_turns_lightning_requeue_off(tmp_path: Path, monkeypatch):
-    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
-                 "hydra.launcher.timeout_min=600", "hydra.launcher.mem_gb=64", "trainer=gpu",
-                 f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    overrides = [
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.gpus_per_node=2",
+        "hydra.launcher.timeout_min=600",
+        "hydra.launcher.mem_gb=64",
+        "trainer=gpu",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)

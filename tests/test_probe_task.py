@@ -7,22 +7,40 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from conftest import compose_cfg
 from memsig.analysis.state_gradients import GradientMemory
 from memsig.probe.signature import Signature
 from memsig.tasks.compare import compare
 from memsig.tasks.probe import probe
 
-SMALL = ["probe.lags=[1,2,4]", "probe.max_width=32", "probe.positions_per_batch=256", "probe.controls=[shuffled]",
-         "trainer.max_epochs=1", "~callbacks.rich_progress_bar"]
+from conftest import compose_cfg
+
+SMALL = [
+    "probe.lags=[1,2,4]",
+    "probe.max_width=32",
+    "probe.positions_per_batch=256",
+    "probe.controls=[shuffled]",
+    "trainer.max_epochs=1",
+    "~callbacks.rich_progress_bar",
+]
 
 
 @pytest.fixture(scope="module")
 def probe_run(trained_lm, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe_run")
-    cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "noise_floor_seed=1", "confusion_lags=[2]",
-                       "gradients=default", "gradients.lags=4", "gradients.positions=96", "gradients.batch=48"], out,
-                      config_name="probe")
+    cfg = compose_cfg(
+        [
+            f"ckpt={trained_lm['dir']}",
+            *SMALL,
+            "noise_floor_seed=1",
+            "confusion_lags=[2]",
+            "gradients=default",
+            "gradients.lags=4",
+            "gradients.positions=96",
+            "gradients.batch=48",
+        ],
+        out,
+        config_name="probe",
+    )
     return {"result": probe(cfg), "dir": out, "cfg": cfg}
 
 
@@ -65,8 +83,11 @@ def test_probe_resumes_from_its_checkpoint(probe_run, tmp_path):
     last = probe_run["dir"] / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
     assert any(k.endswith("best_loss") and torch.isfinite(v).all() for k, v in saved["state_dict"].items())
-    cfg = compose_cfg([f"ckpt={probe_run['cfg'].ckpt}", *SMALL, f"probe_ckpt={last}", "trainer.max_epochs=2"],
-                      tmp_path, config_name="probe")
+    cfg = compose_cfg(
+        [f"ckpt={probe_run['cfg'].ckpt}", *SMALL, f"probe_ckpt={last}", "trainer.max_epochs=2"],
+        tmp_path,
+        config_name="probe",
+    )
     probe(cfg)
     resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == saved["epoch"] + 1 and resumed["global_step"] == 2 * saved["global_step"]
@@ -86,10 +107,14 @@ def test_wandb_offline_run_holds_the_signature_artifact(trained_lm, tmp_path, mo
 def test_compare_draws_and_measures(probe_run, tmp_path):
     out = probe_run["dir"]
     distances = compare([out / "signature.npz", out / "signature_seed1.npz"], ["seed0", "seed1"], out=tmp_path)
-    (d, lo, hi), = distances.values()
+    ((d, _, _),) = distances.values()
     assert np.isclose(d, probe_run["result"]["noise_floor"]["layer1.c"][0])
-    assert {p.name for p in tmp_path.iterdir()} >= {"side_by_side.png", "marginal_recall.png",
-                                                      "difference_seed0_vs_seed1.png", "distances.csv"}
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "side_by_side.png",
+        "marginal_recall.png",
+        "difference_seed0_vs_seed1.png",
+        "distances.csv",
+    }
 
 
 def test_missing_data_config_is_named(tmp_path):

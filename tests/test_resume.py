@@ -24,13 +24,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from conftest import TINY_RUN
 from memsig.data.text import ResumableLoader
 from memsig.models.char_lm import CharLM
 from memsig.resolvers import PROJECT_ROOT
 from memsig.tasks.checkpointing import AtomicCheckpointIO, AtomicCheckpoints
 from memsig.tasks.train import resume_checkpoint
 from memsig.vocab import Vocab
+
+from conftest import TINY_RUN
 
 # TINY_RUN for 2 epochs (118 windows each), last.ckpt every 10 steps, dropout on
 RUN = [*TINY_RUN, "trainer.max_epochs=2", "model.dropout=0.1", "callbacks.last_checkpoint.every_n_train_steps=10"]
@@ -123,8 +124,12 @@ def test_checkpoint_files_are_replaced_whole_or_not_at_all(tmp_path: Path, monke
 
 
 def test_resume_auto_finds_last_ckpt_and_ckpt_path_wins(tmp_path: Path):
-    trainer = L.Trainer(callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints")], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints")],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
     assert resume_checkpoint(cfg, trainer) is None  # a fresh run dir
     (tmp_path / "checkpoints").mkdir()
@@ -167,11 +172,14 @@ def _assert_same_run(a: Path, b: Path) -> None:
         for s, t in zip(x["optimizer_states"][0]["state"].values(), y["optimizer_states"][0]["state"].values()):
             assert all(torch.equal(s[k], t[k]) for k in s)
     assert _load(b / "checkpoints" / "last.ckpt")["global_step"] == 2 * WINDOWS
-    assert json.loads((a / "metrics.json").read_text())["metrics"] == json.loads((b / "metrics.json").read_text())["metrics"]
+    assert (
+        json.loads((a / "metrics.json").read_text())["metrics"]
+        == json.loads((b / "metrics.json").read_text())["metrics"]
+    )
 
 
 def _steps(run_dir: Path, version: int) -> list[int]:
-    rows = csv.DictReader(open(run_dir / "csv" / f"version_{version}" / "metrics.csv"))
+    rows = csv.DictReader((run_dir / "csv" / f"version_{version}" / "metrics.csv").read_text().splitlines())
     return [int(r["step"]) for r in rows if r.get("train/loss")]
 
 
@@ -185,8 +193,9 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -
 def test_sigkilled_run_resumes_mid_epoch_bit_exactly(uninterrupted: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(_train_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env(), start_new_session=True)
+    proc = subprocess.Popen(
+        _train_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True
+    )
     try:
         deadline = time.time() + 120
         while proc.poll() is None and time.time() < deadline:  # wait for a last.ckpt in epoch 1

@@ -15,19 +15,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_RUN, compose_cfg
 from memsig.models.checkpoint import CheckpointError
 from memsig.probe.signature import Signature
 from memsig.resolvers import PROJECT_ROOT
+
+from conftest import TINY_RUN, compose_cfg
 
 
 def run_study(experiment: str, out: Path, multirun: bool = True, *overrides: str) -> Path:
     """Run ``train.py [-m] experiment=<experiment> size=smoke`` into ``out``; the run/sweep dir."""
     where = f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}"
-    cmd = [sys.executable, str(PROJECT_ROOT / "train.py"), *(["-m"] if multirun else []),
-           f"experiment={experiment}", "size=smoke", where, *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "WANDB_MODE": "offline"})
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        *(["-m"] if multirun else []),
+        f"experiment={experiment}",
+        "size=smoke",
+        where,
+        *overrides,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "WANDB_MODE": "offline"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
 
@@ -90,19 +97,25 @@ def test_domain_adaptation_scores_all_three_on_wsj(tmp_path: Path, tiny_corpus: 
     assert (sweep / "report" / "difference_adapted_vs_source.png").is_file()
 
 
-def test_factorized_domain_adaptation_adapts_bases_and_writes_per_basis_signatures(tmp_path: Path,
-                                                                                   tiny_corpus: Path):
+def test_factorized_domain_adaptation_adapts_bases_and_writes_per_basis_signatures(tmp_path: Path, tiny_corpus: Path):
     import torch
 
-    sweep = run_study("factorized_domain_adaptation", tmp_path / "sweep", True, "model.hidden_size=48",
-                      "signature.bases.summary.limit=6")
+    sweep = run_study(
+        "factorized_domain_adaptation",
+        tmp_path / "sweep",
+        True,
+        "model.hidden_size=48",
+        "signature.bases.summary.limit=6",
+    )
     results = jobs(sweep)
     assert set(results) == {"source", "adapted_bases", "adapted", "target"}
     assert all(r["metrics"]["eval/wsj/ppl"] > 1 for r in results.values())
     # bases-only adaptation: every weight but the bases U, V is the source's; the λ standardisation
     # is refitted on WSJ (lambda_refit)
-    weights = {k: torch.load(results[k]["best_checkpoint"], weights_only=True)["state_dict"]
-               for k in ("source", "adapted_bases")}
+    weights = {
+        k: torch.load(results[k]["best_checkpoint"], weights_only=True)["state_dict"]
+        for k in ("source", "adapted_bases")
+    }
     for name, value in weights["source"].items():
         same = torch.equal(value, weights["adapted_bases"][name])
         assert same != (name.startswith("bases.") or name in ("lambda_mean", "lambda_std")), name
@@ -113,8 +126,9 @@ def test_factorized_domain_adaptation_adapts_bases_and_writes_per_basis_signatur
     assert base.lags == basis.lags == Signature.load(sigs / "main.npz").lags
     assert (sigs / "bases" / "figure6.png").stat().st_size > 20_000
     rows = read_csv(sigs / "bases" / "departures.csv")
-    assert len(rows) == 6 and [float(r["distance"]) for r in rows] == sorted((float(r["distance"]) for r in rows),
-                                                                             reverse=True)
+    assert len(rows) == 6 and [float(r["distance"]) for r in rows] == sorted(
+        (float(r["distance"]) for r in rows), reverse=True
+    )
     assert (sigs / "bases" / "departures.png").is_file()
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_RUN, compose_cfg
 from memsig.data.io import CorpusError
 from memsig.data.text import unigram_entropy
 from memsig.models import CharLM, CheckpointError, load_model
 from memsig.resolvers import PROJECT_ROOT
 from memsig.tasks.train import train
+
+from conftest import TINY_RUN, compose_cfg
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -44,7 +45,7 @@ def test_run_dir_has_checkpoints_logs_and_metrics(trained_lm):
     assert Path(result["best_checkpoint"]).is_file() and Path(result["last_checkpoint"]).name == "last.ckpt"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"]["test/loss"] == pytest.approx(result["metrics"]["test/loss"])
-    rows = list(csv.DictReader(open(next(out.glob("csv/version_*/metrics.csv")))))
+    rows = list(csv.DictReader(next(out.glob("csv/version_*/metrics.csv")).read_text().splitlines()))
     assert any(r.get("val/loss") for r in rows) and any(r.get("train/loss") for r in rows)
 
 
@@ -98,15 +99,23 @@ def test_wandb_logger_runs_offline(tmp_path: Path, monkeypatch):
 
 def test_multirun_sweep_writes_summary(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "debug=smoke", "callbacks=model_checkpoint",
-           "data.max_chars=15000", "model.hidden_size=32",
-           "model.dropout=0.0,0.3", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "-m",
+        "debug=smoke",
+        "callbacks=model_checkpoint",
+        "data.max_chars=15000",
+        "model.hidden_size=32",
+        "model.dropout=0.0,0.3",
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in sweep.glob("*/metrics.json") for p in [p.parent]) == ["0", "1"]
-    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    rows = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
     assert [r["model.dropout"] for r in rows] == ["0.0", "0.3"]
-    best = list(csv.DictReader(open(sweep / "best.csv")))
+    best = list(csv.DictReader((sweep / "best.csv").read_text().splitlines()))
     assert len(best) == 1 and float(best[0]["val/loss"]) == min(float(r["val/loss"]) for r in rows)
     assert "best by val/loss over model.dropout" in proc.stdout

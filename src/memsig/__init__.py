@@ -1,7 +1,7 @@
 """memsig: memory signatures of recurrent networks (what history a state keeps).
 
-    import memsig
-    signature = memsig.probe("outputs/train/runs/<run>/checkpoints/last.ckpt", "my_text.txt")
+import memsig
+signature = memsig.probe("outputs/train/runs/<run>/checkpoints/last.ckpt", "my_text.txt")
 """
 
 from memsig.resolvers import register_resolvers

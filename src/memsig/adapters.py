@@ -14,7 +14,8 @@ it carries state (``carries_state=True``, e.g. a wrapper that keeps its last sta
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,9 @@ def _first_tensor(output: Any) -> Tensor:
     while isinstance(output, (tuple, list)):
         output = output[0]
     if not isinstance(output, Tensor):
-        raise TypeError(f"hooked module returned {type(output).__name__}; expected a tensor or a tuple starting with one")
+        raise TypeError(
+            f"hooked module returned {type(output).__name__}; expected a tensor or a tuple starting with one"
+        )
     return output
 
 
@@ -43,9 +46,15 @@ class HookedStateSource:
         carries_state: whether the module carries its state across consecutive windows.
     """
 
-    def __init__(self, module: nn.Module, vocab: Vocab, layers: dict[str, str],
-                 forward: Callable[[nn.Module, Tensor], Any] | None = None, batch_first: bool = True,
-                 carries_state: bool = False) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        vocab: Vocab,
+        layers: dict[str, str],
+        forward: Callable[[nn.Module, Tensor], Any] | None = None,
+        batch_first: bool = True,
+        carries_state: bool = False,
+    ) -> None:
         named = dict(module.named_modules())
         missing = [p for p in layers.values() if p not in named]
         if missing:
@@ -55,16 +64,22 @@ class HookedStateSource:
         self.batch_first, self.carries_state = batch_first, carries_state
         self.state_names = list(layers)
         self._targets = {name: named[path] for name, path in layers.items()}
-        probe_batch = {"inputs": torch.zeros(1, 2, dtype=torch.long), "mask": torch.ones(1, 2, dtype=torch.bool),
-                       "history": torch.arange(2)[None], "carry": False}
+        probe_batch = {
+            "inputs": torch.zeros(1, 2, dtype=torch.long),
+            "mask": torch.ones(1, 2, dtype=torch.bool),
+            "history": torch.arange(2)[None],
+            "carry": False,
+        }
         self.state_dims = {k: v.shape[-1] for k, v in self.states(probe_batch).states.items()}
 
     @torch.no_grad()
     def states(self, batch: dict[str, Any]) -> StateBatch:
         """Run the module once and return the hooked outputs as ``[B, T, D]`` states."""
         recorded: dict[str, Tensor] = {}
-        hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: recorded.__setitem__(name, _first_tensor(out)))
-                 for name, m in self._targets.items()]
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, out, name=name: recorded.__setitem__(name, _first_tensor(out)))
+            for name, m in self._targets.items()
+        ]
         was_training = self.module.training
         self.module.eval()
         try:

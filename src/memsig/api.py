@@ -15,7 +15,9 @@ from memsig.probe.signature import Signature
 from memsig.states import StateSource
 
 
-def as_datamodule(data: L.LightningDataModule | str | Path, source: StateSource, **kwargs: Any) -> L.LightningDataModule:
+def as_datamodule(
+    data: L.LightningDataModule | str | Path, source: StateSource, **kwargs: Any
+) -> L.LightningDataModule:
     """``data`` itself (a :class:`TextDataModule`, a speech DataModule: any DataModule with a
     ``vocab``), or a :class:`TextDataModule` over a text file/folder with the model's vocab."""
     if isinstance(data, L.LightningDataModule):
@@ -61,7 +63,12 @@ def probe(
     from memsig.tasks.probe import fit_probe
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    trainer = trainer or L.Trainer(max_epochs=max_epochs, logger=False, enable_checkpointing=False,
-                                   num_sanity_val_steps=0, enable_model_summary=False,
-                                   enable_progress_bar=progress)
+    trainer = trainer or L.Trainer(
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+    )
     return fit_probe(MultiHeadProbe(source, **probe_kwargs), dm, trainer)

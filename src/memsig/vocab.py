@@ -22,7 +22,8 @@ load (:meth:`Vocab.check_same`), so a model is never fed ids of another symbol s
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 
@@ -172,7 +173,8 @@ class Vocab:
         mine, theirs = self.to_dict(), other.to_dict()
         diffs = [f"{k}: {theirs[k]!r} (in {what}) vs {mine[k]!r} (here)" for k in mine if mine[k] != theirs[k]]
         raise VocabMismatchError(
-            f"the {what} was made with another symbol set; " + "; ".join(diffs)
+            f"the {what} was made with another symbol set; "
+            + "; ".join(diffs)
             + ". Use the vocab the model was trained with (e.g. vocab settings from the "
             "checkpoint's run config) or retrain the model."
         )

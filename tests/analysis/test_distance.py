@@ -9,8 +9,12 @@ from memsig.analysis import bootstrap_distance, pairwise_distances, signature_di
 from memsig.probe.signature import Signature
 
 
-def toy(recall: list[list[float]], support: list[list[int]], symbols: tuple[str, ...] = ("x", "y"),
-        lags: tuple[int, ...] = (1, 2)) -> Signature:
+def toy(
+    recall: list[list[float]],
+    support: list[list[int]],
+    symbols: tuple[str, ...] = ("x", "y"),
+    lags: tuple[int, ...] = (1, 2),
+) -> Signature:
     """One state ``s``; row ``(lag, t)`` has ``support`` positions, ``recall`` of them right, the rest on t+1."""
     c = len(symbols)
     conf = np.zeros((1, len(lags), c, c), dtype=np.int64)

@@ -7,8 +7,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from memsig.analysis.state_gradients import (GradientMemory, correlate, jacobians, sample_positions, state_gradients,
-                                             whitening)
+from memsig.analysis.state_gradients import (
+    GradientMemory,
+    correlate,
+    jacobians,
+    sample_positions,
+    state_gradients,
+    whitening,
+)
 from memsig.models.char_lm import CharLM
 from memsig.probe.signature import Signature
 from memsig.states import GradientSource, StateBatch
@@ -78,8 +84,8 @@ def test_a_shift_register_has_gradient_memory_exactly_as_long_as_it_is() -> None
     rnn.b = torch.cat([torch.eye(5), torch.zeros(k * 5 - 5, 5)])
     rnn.state_dims = {"h": k * 5}
     grad = state_gradients(rnn, stream(), lags=6, positions=40, batch=16, warmup=2)
-    assert grad.norm[0, : k - 1].min() > 0.5 and np.abs(grad.norm[0, k - 1:]).max() == 0
-    assert np.isnan(grad.singular_values).sum() == 0 and grad.decay(3)[0, k - 1:].max() == 0
+    assert grad.norm[0, : k - 1].min() > 0.5 and np.abs(grad.norm[0, k - 1 :]).max() == 0
+    assert np.isnan(grad.singular_values).sum() == 0 and grad.decay(3)[0, k - 1 :].max() == 0
     # each remembered lag passes the embedding on unchanged (an isometry): the same spectrum
     np.testing.assert_allclose(grad.singular_values[0, 0], grad.singular_values[0, 1], rtol=1e-5)
 
@@ -106,11 +112,15 @@ def test_char_lm_jacobians_in_both_modes_equal_one_position_per_autograd_call(ce
     reverse, rev_inputs = jacobians(lm, ids, pos, lags, warm, names, chunk=3, mode="reverse")
     forward, fwd_inputs = jacobians(lm, ids, pos, lags, warm, names)  # auto: the CharLM's forward mode
     for n, t in enumerate(pos.tolist()):
-        context, window = ids[None, t - lags - warm:t - lags], ids[None, t - lags:t + 1]
-        assert rev_inputs[n].tolist() == window[0].flip(0).tolist() and set(fwd_inputs[n].tolist()) == {window[0, 0].item()}
+        context, window = ids[None, t - lags - warm : t - lags], ids[None, t - lags : t + 1]
+        assert rev_inputs[n].tolist() == window[0].flip(0).tolist() and set(fwd_inputs[n].tolist()) == {
+            window[0, 0].item()
+        }
         for name in names:
-            def run(e: Tensor, name: str = name) -> Tensor:
+
+            def run(e: Tensor, name: str = name, context: Tensor = context) -> Tensor:
                 return lm.embedded_states(e, context)[name][0]
+
             full = torch.autograd.functional.jacobian(run, lm.embed(window).detach())[:, :, 0]  # [W, D, W, E]
             for delta in range(lags + 1):
                 torch.testing.assert_close(reverse[name][n, delta], full[-1, :, lags - delta], atol=1e-6, rtol=1e-5)

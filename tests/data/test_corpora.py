@@ -37,7 +37,12 @@ def test_text_corpus_file_and_folder(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("content", "match"),
-    [(None, "does not exist"), (b"", "is empty"), (b"  \n\n", "is empty"), (b"ok\n\xff\xfe bad", "not valid UTF-8.*line 2")],
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"  \n\n", "is empty"),
+        (b"ok\n\xff\xfe bad", "not valid UTF-8.*line 2"),
+    ],
 )
 def test_bad_corpus_files_name_the_file(tmp_path: Path, content, match):
     path = tmp_path / "corpus.txt"

@@ -37,8 +37,9 @@ def test_frequencies_by_hand_and_previous_context_is_causal() -> None:
 
 def datamodule(tiny_corpus: Path, scope: str, regime: str = "segment") -> TextDataModule:
     stats = InputStatistics(scope=scope, clusters=4, kmeans_iters=3)
-    return TextDataModule(TextCorpus(str(tiny_corpus)), VOCAB, batch_size=16, regime=regime, max_chars=30000,
-                          lambdas=stats)
+    return TextDataModule(
+        TextCorpus(str(tiny_corpus)), VOCAB, batch_size=16, regime=regime, max_chars=30000, lambdas=stats
+    )
 
 
 def test_cluster_batches_share_one_group_and_lambda_varies_between_them(tiny_corpus: Path) -> None:

@@ -17,7 +17,6 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from conftest import compose_cfg
 from memsig.data.io import CorpusError
 from memsig.data.speech import (
     AudioError,
@@ -40,6 +39,8 @@ from memsig.data.speech.datamodule import length_buckets
 from memsig.resolvers import data_dir
 from memsig.vocab import Vocab
 
+from conftest import compose_cfg, require_system
+
 FSDD_ARCHIVE = data_dir() / "speech" / "fsdd_recordings.tar.xz"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"  # 2.99 s, 16 kHz
@@ -60,15 +61,22 @@ def fsdd(cache_dir: Path) -> FSDDCorpus:
 
 @pytest.fixture(scope="module")
 def librivox() -> LibriVoxCorpus:
-    assert (LIBRIVOX / "transcription").is_file(), "apt-get install pocketsphinx-testdata"
+    require_system("pocketsphinx-testdata")
     return LibriVoxCorpus(str(LIBRIVOX))
 
 
 @pytest.fixture(scope="module")
 def fsdd_dm(fsdd: FSDDCorpus) -> SpeechDataModule:
     """FSDD, 120 train / 60 dev / 30 test utterances, small batches, SpecAugment on."""
-    dm = SpeechDataModule(Vocab(), fsdd, spec_augment=SpecAugment(), batch_seconds=6.0, eval_batch_seconds=6.0,
-                          max_batch_size=16, limit={"train": 120, "dev": 60, "test": 30})
+    dm = SpeechDataModule(
+        Vocab(),
+        fsdd,
+        spec_augment=SpecAugment(),
+        batch_seconds=6.0,
+        eval_batch_seconds=6.0,
+        max_batch_size=16,
+        limit={"train": 120, "dev": 60, "test": 30},
+    )
     dm.setup()
     return dm
 
@@ -121,8 +129,12 @@ def test_bad_audio_raises_an_error_naming_the_file_and_the_fix(case: str, tmp_pa
         path.write_bytes(np.random.default_rng(0).bytes(4000))
     elif case in ("silent", "empty"):
         _write_wave(path, np.zeros(0 if case == "empty" else 16000))
-    fix = {"missing": "check the corpus/manifest paths", "corrupt": "cannot be decoded.*re-create or re-download",
-           "silent": "is silent.*check the recording", "empty": "has no samples"}[case]
+    fix = {
+        "missing": "check the corpus/manifest paths",
+        "corrupt": "cannot be decoded.*re-create or re-download",
+        "silent": "is silent.*check the recording",
+        "empty": "has no samples",
+    }[case]
     with pytest.raises(AudioError, match=rf"{re.escape(str(path))}.*{fix}.*on_bad_audio=skip"):
         read_audio(path)
 
@@ -131,8 +143,10 @@ def test_bad_audio_raises_an_error_naming_the_file_and_the_fix(case: str, tmp_pa
 @pytest.mark.parametrize("suffix", [".jsonl", ".tsv"])
 def test_manifest_round_trip(suffix: str, tmp_path: Path):
     (tmp_path / "corpus" / "wav").mkdir(parents=True)
-    utts = [Utterance("a1", str(tmp_path / "corpus" / "wav" / "a1.wav"), "Hello, World!", "spk1", 1.25),
-            Utterance("b2", str(CLIP), "he was not an ill disposed young man", "austen", 2.99)]
+    utts = [
+        Utterance("a1", str(tmp_path / "corpus" / "wav" / "a1.wav"), "Hello, World!", "spk1", 1.25),
+        Utterance("b2", str(CLIP), "he was not an ill disposed young man", "austen", 2.99),
+    ]
     path = tmp_path / "corpus" / f"train{suffix}"
     write_manifest(path, utts)
     assert read_manifest(path) == utts
@@ -179,19 +193,33 @@ def _tree(root: Path, files: dict[str, str]) -> None:
 
 def test_librispeech_and_wsj_layouts(tmp_path: Path):
     chapter = "LibriSpeech/dev-clean/84/121123"
-    _tree(tmp_path / "ls", {f"{chapter}/84-121123.trans.txt": "84-121123-0000 GO DO YOU HEAR\n84-121123-0001 BUT NO\n",
-                            f"{chapter}/84-121123-0000.flac": "", f"{chapter}/84-121123-0001.flac": ""})
+    _tree(
+        tmp_path / "ls",
+        {
+            f"{chapter}/84-121123.trans.txt": "84-121123-0000 GO DO YOU HEAR\n84-121123-0001 BUT NO\n",
+            f"{chapter}/84-121123-0000.flac": "",
+            f"{chapter}/84-121123-0001.flac": "",
+        },
+    )
     ls = LibriSpeechCorpus(str(tmp_path / "ls"), train=[], dev=["dev-clean"], test=["test-clean"])
     with pytest.raises(CorpusError, match="test-clean does not exist; set data.corpus.download=true"):
         ls.utterances("dev")
     ls.subsets["test"] = ()
     dev = ls.utterances("dev")
     assert [(u.id, u.text, u.speaker, u.duration) for u in dev] == [
-        ("84-121123-0000", "GO DO YOU HEAR", "84", 2.99), ("84-121123-0001", "BUT NO", "84", 2.99)]
+        ("84-121123-0000", "GO DO YOU HEAR", "84", 2.99),
+        ("84-121123-0001", "BUT NO", "84", 2.99),
+    ]
     assert Path(dev[0].audio) == tmp_path / "ls" / chapter / "84-121123-0000.flac"
-    _tree(tmp_path / "wsj", {"wsj0/si_tr_s/01a/01ac0100.dot": "PRICES \\COMMA FELL (01ac0101)\nNO AUDIO (01ac0102)\n",
-                             "wsj0/si_et_05/440/440c0200.dot": "EVAL ONE (440c0201)\n",
-                             "wav/01AC0101.wav": "", "wav/440c0201.wav": ""})
+    _tree(
+        tmp_path / "wsj",
+        {
+            "wsj0/si_tr_s/01a/01ac0100.dot": "PRICES \\COMMA FELL (01ac0101)\nNO AUDIO (01ac0102)\n",
+            "wsj0/si_et_05/440/440c0200.dot": "EVAL ONE (440c0201)\n",
+            "wav/01AC0101.wav": "",
+            "wav/440c0201.wav": "",
+        },
+    )
     wsj = WSJSpeechCorpus(str(tmp_path / "wsj"))
     assert [(u.id, u.text, u.speaker) for u in wsj.utterances("train")] == [("01ac0101", "PRICES, FELL", "01a")]
     assert wsj.utterances("dev") == [] and wsj.utterances("test")[0].audio.endswith("wav/440c0201.wav")
@@ -220,8 +248,16 @@ def test_espeak_corpus_builds_once_and_batches(tmp_path: Path):
 def test_batches_follow_the_contract(fsdd_dm: SpeechDataModule, librivox: LibriVoxCorpus):
     dm = SpeechDataModule(Vocab(), librivox)
     batch = next(iter(dm.test_dataloader()))
-    assert set(batch) == {"features", "feature_lengths", "tokens", "token_lengths", "utt_ids", "speakers", "texts",
-                          "carry"}
+    assert set(batch) == {
+        "features",
+        "feature_lengths",
+        "tokens",
+        "token_lengths",
+        "utt_ids",
+        "speakers",
+        "texts",
+        "carry",
+    }
     feats, flen, tokens, tlen = batch["features"], batch["feature_lengths"], batch["tokens"], batch["token_lengths"]
     assert feats.dtype == torch.float32 and tokens.dtype == flen.dtype == tlen.dtype == torch.long
     assert feats.shape == (5, int(flen.max()), 80) and tokens.shape == (5, int(tlen.max()))
@@ -230,8 +266,8 @@ def test_batches_follow_the_contract(fsdd_dm: SpeechDataModule, librivox: LibriV
     raw = {u.id: u.text for u in librivox.utterances("test")}
     for i, uid in enumerate(batch["utt_ids"]):
         assert flen[i] == LogMel().frames(round(16000 * sf.info(LIBRIVOX / f"{uid}.wav").duration))
-        assert (feats[i, flen[i]:] == 0).all() and (feats[i, : flen[i]] != 0).any(dim=1).all()
-        assert (tokens[i, tlen[i]:] == 0).all()
+        assert (feats[i, flen[i] :] == 0).all() and (feats[i, : flen[i]] != 0).any(dim=1).all()
+        assert (tokens[i, tlen[i] :] == 0).all()
         assert dm.vocab.decode(tokens[i, : tlen[i]]) == batch["texts"][i] == dm.vocab.normalize(raw[uid])
     stored = {e.id: e.features for e in dm.examples["test"]}
     assert all(f.dtype == torch.float16 for f in stored.values())
@@ -271,8 +307,11 @@ def test_spec_augment_only_changes_training_batches(fsdd_dm: SpeechDataModule):
     stored = {e.id: e.features.float() for split in ("train", "dev", "test") for e in fsdd_dm.examples[split]}
 
     def changed(loader) -> list[bool]:
-        return [not torch.equal(batch["features"][i, : batch["feature_lengths"][i]], stored[uid])
-                for batch in loader for i, uid in enumerate(batch["utt_ids"])]
+        return [
+            not torch.equal(batch["features"][i, : batch["feature_lengths"][i]], stored[uid])
+            for batch in loader
+            for i, uid in enumerate(batch["utt_ids"])
+        ]
 
     assert any(changed(fsdd_dm.train_dataloader()))
     assert not any(changed(fsdd_dm.val_dataloader())) and not any(changed(fsdd_dm.test_dataloader()))
@@ -288,15 +327,18 @@ class _Listed(SpeechCorpus):
         return {"train": self.train, "dev": [], "test": []}
 
 
-def test_bad_audio_is_skipped_with_a_warning_or_raises(tmp_path: Path, librivox: LibriVoxCorpus,
-                                                       caplog: pytest.LogCaptureFixture):
+def test_bad_audio_is_skipped_with_a_warning_or_raises(
+    tmp_path: Path, librivox: LibriVoxCorpus, caplog: pytest.LogCaptureFixture
+):
     good = librivox.utterances("test")[:2]
     (tmp_path / "corrupt.wav").write_bytes(np.random.default_rng(1).bytes(3000))
-    bad = [Utterance("corrupt", str(tmp_path / "corrupt.wav"), "x", "s", 1.0),
-           Utterance("silent", _write_wave(tmp_path / "silent.wav", np.zeros(8000)), "x", "s", 0.5),
-           Utterance("missing", str(tmp_path / "missing.wav"), "x", "s", 1.0),
-           Utterance("empty_text", good[0].audio, "~ %", "s", 1.0),
-           Utterance("too_long", good[0].audio, "long", "s", 7.1)]
+    bad = [
+        Utterance("corrupt", str(tmp_path / "corrupt.wav"), "x", "s", 1.0),
+        Utterance("silent", _write_wave(tmp_path / "silent.wav", np.zeros(8000)), "x", "s", 0.5),
+        Utterance("missing", str(tmp_path / "missing.wav"), "x", "s", 1.0),
+        Utterance("empty_text", good[0].audio, "~ %", "s", 1.0),
+        Utterance("too_long", good[0].audio, "long", "s", 7.1),
+    ]
     manifest = tmp_path / "train.tsv"
     write_manifest(manifest, [good[0], *bad, good[1]])
     dm = SpeechDataModule(Vocab(), ManifestCorpus(train=str(manifest)), max_seconds=5.0)

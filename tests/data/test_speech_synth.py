@@ -1,14 +1,13 @@
 """The espeak-ng PTB speech corpus: numbers as words, sentence selection, voices, the build.
 
-Tests that run espeak-ng fail when it is missing (CI installs it), unless
-``MEMSIG_ALLOW_NO_ESPEAK=1`` is set, which skips them.
+Tests that run espeak-ng (or flite) fail when it is missing, naming the install (``make setup``
+installs both).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -23,12 +22,11 @@ from memsig.data.speech.numbers import MAX_NUMBER, number_words, ptb_sentence_fo
 from memsig.resolvers import data_dir
 from memsig.vocab import Vocab
 
+from conftest import require_system
+
 PTB = data_dir() / "ptb"
 TINY_HOURS = {"train": 30 / 3600, "dev": 20 / 3600, "test": 20 / 3600}
-needs_espeak = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None and os.environ.get("MEMSIG_ALLOW_NO_ESPEAK") == "1",
-    reason="espeak-ng is not installed and MEMSIG_ALLOW_NO_ESPEAK=1",
-)
+needs_espeak = pytest.mark.system("espeak-ng")
 SPEAKABLE = re.compile(r"[a-z]+('[a-z]+)*'?( [a-z]+('[a-z]+)*'?)*")
 
 
@@ -81,8 +79,9 @@ def test_ptb_numbers_become_words() -> None:
     assert text == ptb_sentence_for_speech(line, np.random.default_rng(0))
     assert {ptb_sentence_for_speech(line, np.random.default_rng(s)) for s in range(5)} != {text}
 
-    money = ptb_sentence_for_speech(ptb_line("it employs N people and has annual revenue of about $ N million"),
-                                    np.random.default_rng(0))
+    money = ptb_sentence_for_speech(
+        ptb_line("it employs N people and has annual revenue of about $ N million"), np.random.default_rng(0)
+    )
     assert money is not None and money.endswith(" million dollars")
     date = ptb_sentence_for_speech("the treasury said the u.s. will default on nov. N", np.random.default_rng(0))
     assert date is not None and date.startswith("the treasury said the united states will default on november ")
@@ -155,6 +154,7 @@ def _edges_loud(wave: np.ndarray, edge: int = 800) -> bool:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_system("espeak-ng")
     out = tmp_path_factory.mktemp("espeak") / "corpus"
     synth.build_espeak_corpus(out, PTB, TINY_HOURS, seed=3, workers=2)
     return out
@@ -250,7 +250,7 @@ def test_missing_espeak_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_p
         synth.tool_version.cache_clear()
 
 
-@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is optional")
+@pytest.mark.system("flite")
 def test_flite_voice_is_16k_and_trimmed() -> None:
     wave = synth.synthesize("the market closed higher", "flite+slt", 175, 50)
     assert wave.dtype == np.int16 and 0.5 < len(wave) / 16000 < 5 and _edges_loud(wave / 32768.0)

@@ -57,10 +57,12 @@ def test_segment_batches_pad_and_mask():
 
 def test_fraction_is_a_seeded_ordered_subset():
     train = [f"segment {chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)]
+
     def subset(seed):
         dm = TextDataModule(ListCorpus(train), Vocab(), batch_size=2, fraction=0.05, fraction_seed=seed)
         dm.setup()
         return dm.segments["train"]
+
     a, b, c = subset(0), subset(0), subset(1)
     assert a == b != c and len(a) == 10
     assert a == sorted(a, key=train.index)

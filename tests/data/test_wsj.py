@@ -20,9 +20,13 @@ def _write(root: Path, rel: str, *lines: str) -> None:
 def ldc(tmp_path: Path) -> Path:
     """Two discs: wsj0 (dots under transcrp/dots) and wsj1 (dots next to the audio)."""
     d0 = "11-4.1/wsj0/transcrp/dots"
-    _write(tmp_path, f"{d0}/si_tr_s/01a/01ac0100.dot",
-           "THE COMPANY SAID \\COMMA IT EXPECTS [loud_breath] *SALES* TO RISE \\PERIOD (01ac0102)",
-           "", "PRICES FELL (01ac0101)")
+    _write(
+        tmp_path,
+        f"{d0}/si_tr_s/01a/01ac0100.dot",
+        "THE COMPANY SAID \\COMMA IT EXPECTS [loud_breath] *SALES* TO RISE \\PERIOD (01ac0102)",
+        "",
+        "PRICES FELL (01ac0101)",
+    )
     _write(tmp_path, f"{d0}/si_tr_s/01b/01bc0100.dot", "BONDS ROSE (01bc0101)")
     _write(tmp_path, f"{d0}/si_et_05/441/441c0200.dot", "EVAL ONE (441c0201)", "EVAL TWO (440c0202)")
     _write(tmp_path, f"{d0}/si_dt_05/4k0/4k0c0300.dot", "IGNORED DEV FIVE (4k0c0301)")  # not configured
@@ -57,16 +61,18 @@ def test_subsets_are_configurable(ldc: Path) -> None:
 @pytest.mark.parametrize(
     ("raw", "want"),
     [
-        ("THE COMPANY SAID \\COMMA IT EXPECTS [loud_breath] *SALES* TO RISE \\PERIOD",
-         "THE COMPANY SAID, IT EXPECTS SALES TO RISE."),
-        ("[<door_slam] MR. SMITH ,COMMA OF U.S. STEEL [door_slam>] SAID .PERIOD",
-         "MR. SMITH, OF U.S. STEEL SAID."),
+        (
+            "THE COMPANY SAID \\COMMA IT EXPECTS [loud_breath] *SALES* TO RISE \\PERIOD",
+            "THE COMPANY SAID, IT EXPECTS SALES TO RISE.",
+        ),
+        ("[<door_slam] MR. SMITH ,COMMA OF U.S. STEEL [door_slam>] SAID .PERIOD", "MR. SMITH, OF U.S. STEEL SAID."),
         ("[/door_slam] <THE> A:ND WAS IT ~GOOD ?QUESTION-MARK", "THE AND WAS IT GOOD?"),
-        ("\\\"DOUBLE-QUOTE HE SAID \\,COMMA WELL -HYPHEN KNOWN ;SEMI-COLON :COLON", "HE SAID, WELL-KNOWN;:"),
-        ("PRICES (LEFT-PAREN SOME )RIGHT-PAREN {LEFT-BRACE X }RIGHT-BRACE 'SINGLE-QUOTE",
-         "PRICES SOME X"),
-        ("UP --DASH DOWN \\EXCLAMATION-POINT TEN %PERCENT THREE .POINT FIVE",
-         "UP - DOWN! TEN PERCENT THREE POINT FIVE"),
+        ('\\"DOUBLE-QUOTE HE SAID \\,COMMA WELL -HYPHEN KNOWN ;SEMI-COLON :COLON', "HE SAID, WELL-KNOWN;:"),
+        ("PRICES (LEFT-PAREN SOME )RIGHT-PAREN {LEFT-BRACE X }RIGHT-BRACE 'SINGLE-QUOTE", "PRICES SOME X"),
+        (
+            "UP --DASH DOWN \\EXCLAMATION-POINT TEN %PERCENT THREE .POINT FIVE",
+            "UP - DOWN! TEN PERCENT THREE POINT FIVE",
+        ),
         ("AT\\&T 'EM EX- COLON . POINT", "AT&T 'EM EX- COLON POINT"),
         ("  lower  case\tstays  ", "lower case stays"),
         ("[loud_breath] [tongue_click]", ""),

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 from hydra.core.global_hydra import GlobalHydra
+from test_signature_table import make_signature
 
-from conftest import compose_cfg
 from memsig.data.corpora import TextCorpus
 from memsig.data.text import TextDataModule
 from memsig.export.signature_table import load_signature_nc
@@ -23,7 +23,8 @@ from memsig.models.checkpoint import CheckpointError
 from memsig.probe.signature import Signature
 from memsig.resolvers import PROJECT_ROOT
 from memsig.vocab import Vocab
-from test_signature_table import make_signature
+
+from conftest import compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
 LINES = [f"Line {i}: the quick brown fox jumps over the lazy dog, {'again ' * (i % 4)}and rests." for i in range(40)]
@@ -55,8 +56,15 @@ def words_of(folder: Path) -> list[int]:
 
 
 def test_export_py_writes_an_lstmvis_folder_from_a_text_file(files, tmp_path, monkeypatch):
-    run_main("what=lstmvis", f"ckpt={files['ckpt']}", f"text_file={files['text']}", "seq_len=100",
-             "states=[layer1.c]", f"hydra.run.dir={tmp_path}", monkeypatch=monkeypatch)
+    run_main(
+        "what=lstmvis",
+        f"ckpt={files['ckpt']}",
+        f"text_file={files['text']}",
+        "seq_len=100",
+        "states=[layer1.c]",
+        f"hydra.run.dir={tmp_path}",
+        monkeypatch=monkeypatch,
+    )
     folder = tmp_path / "lstmvis"
     config = yaml.safe_load((folder / "lstm.yml").read_text(encoding="utf-8"))
     assert config["states"]["types"] == [{"type": "state", "layer": 1, "path": "layer1_c"}]
@@ -76,24 +84,31 @@ def test_lstmvis_of_a_data_split(files, tmp_path):
 def test_signature_tables_from_a_probe_run_dir(tmp_path):
     sig = make_signature()
     sig.save(tmp_path / "probe" / "signature.npz")
-    result = export(compose_cfg(["what=signature", f"signature={tmp_path / 'probe'}"], tmp_path / "out",
-                                config_name="export"))
+    result = export(
+        compose_cfg(["what=signature", f"signature={tmp_path / 'probe'}"], tmp_path / "out", config_name="export")
+    )
     assert [Path(p).name for p in result["written"]] == ["signature.csv", "signature.nc"]
     assert load_signature_nc(tmp_path / "out" / "signature.nc") == Signature.load(tmp_path / "probe" / "signature.npz")
     assert (tmp_path / "out" / "signature.csv").read_text(encoding="utf-8").count("\n") == 1 + 2 * 3 * 4
 
 
-@pytest.mark.parametrize("overrides, error, message", [
-    (["what=lstmvis"], ValueError, "needs ckpt="),
-    (["what=lstmvis", "ckpt={root}/missing.ckpt"], CheckpointError, "does not exist"),
-    (["what=lstmvis", "ckpt={ckpt}", "text_file={root}/empty.txt"], ValueError, "is empty"),
-    (["what=lstmvis", "ckpt={ckpt}", "text_file={root}/foreign.txt"], ValueError, "no symbols"),
-    (["what=lstmvis", "ckpt={ckpt}", "split=validation", "data=text", "data.corpus.path={text}"], ValueError,
-     "split must be one of"),
-    (["what=signature"], ValueError, "needs signature="),
-    (["what=signature", "signature={root}/none.npz"], FileNotFoundError, "does not exist"),
-    (["what=plots"], ValueError, "what must be one of"),
-])
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (["what=lstmvis"], ValueError, "needs ckpt="),
+        (["what=lstmvis", "ckpt={root}/missing.ckpt"], CheckpointError, "does not exist"),
+        (["what=lstmvis", "ckpt={ckpt}", "text_file={root}/empty.txt"], ValueError, "is empty"),
+        (["what=lstmvis", "ckpt={ckpt}", "text_file={root}/foreign.txt"], ValueError, "no symbols"),
+        (
+            ["what=lstmvis", "ckpt={ckpt}", "split=validation", "data=text", "data.corpus.path={text}"],
+            ValueError,
+            "split must be one of",
+        ),
+        (["what=signature"], ValueError, "needs signature="),
+        (["what=signature", "signature={root}/none.npz"], FileNotFoundError, "does not exist"),
+        (["what=plots"], ValueError, "what must be one of"),
+    ],
+)
 def test_bad_input_is_named(files, tmp_path, overrides, error, message):
     root = files["ckpt"].parent
     (root / "empty.txt").write_text("  \n", encoding="utf-8")

@@ -16,7 +16,9 @@ from memsig.models.delay_line import DelayLine
 from memsig.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
-TEXT = "First Citizen: Before we proceed any further, hear me speak!\n\nAll:  Speak, speak. 1609 pounds, isn't it?\n" * 12
+TEXT = (
+    "First Citizen: Before we proceed any further, hear me speak!\n\nAll:  Speak, speak. 1609 pounds, isn't it?\n" * 12
+)
 
 
 def tiny_lm(cell: str = "lstm", layers: int = 2) -> CharLM:
@@ -27,8 +29,12 @@ def tiny_lm(cell: str = "lstm", layers: int = 2) -> CharLM:
 def one_run(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """States of the whole text as one window from the zero state, ``[N, D]`` by name."""
     n = len(ids)
-    batch = {"inputs": ids.long()[None], "mask": torch.ones(1, n, dtype=torch.bool),
-             "history": torch.arange(n)[None], "carry": False}
+    batch = {
+        "inputs": ids.long()[None],
+        "mask": torch.ones(1, n, dtype=torch.bool),
+        "history": torch.arange(n)[None],
+        "carry": False,
+    }
     return {k: v[0] for k, v in model.states(batch).states.items()}
 
 
@@ -44,8 +50,12 @@ def export(tmp_path_factory) -> dict:
     model, vocab = tiny_lm(), Vocab()
     ids = encode_text(vocab, TEXT)
     folder = write_lstmvis(model, ids, tmp_path_factory.mktemp("vis") / "project", seq_len=37, name="t")
-    return {"model": model, "ids": ids, "folder": folder,
-            "config": yaml.safe_load((folder / "lstm.yml").read_text(encoding="utf-8"))}
+    return {
+        "model": model,
+        "ids": ids,
+        "folder": folder,
+        "config": yaml.safe_load((folder / "lstm.yml").read_text(encoding="utf-8")),
+    }
 
 
 def test_config_references_files_and_datasets_that_exist(export):
@@ -57,10 +67,12 @@ def test_config_references_files_and_datasets_that_exist(export):
     assert files[ws["dict_file"]].endswith(".dict")
     with h5py.File(folder / files[ws["file"]], "r") as f:
         assert ws["path"] in f
-    assert cfg["states"]["types"] == [{"type": "state", "layer": 1, "path": "layer1_c"},
-                                      {"type": "output", "layer": 1, "path": "layer1_h"},
-                                      {"type": "state", "layer": 2, "path": "layer2_c"},
-                                      {"type": "output", "layer": 2, "path": "layer2_h"}]
+    assert cfg["states"]["types"] == [
+        {"type": "state", "layer": 1, "path": "layer1_c"},
+        {"type": "output", "layer": 1, "path": "layer1_h"},
+        {"type": "state", "layer": 2, "path": "layer2_c"},
+        {"type": "output", "layer": 2, "path": "layer2_h"},
+    ]
     track = cfg["meta"]["symbol_class"]
     assert track["vis"] == {"type": "discrete", "range": "dict"} and files[track["dict"]].endswith(".dict")
     with h5py.File(folder / files[track["file"]], "r") as f:
@@ -122,8 +134,9 @@ def test_smaller_states_read_back_within_their_precision(export, tmp_path: Path,
     model, ids = export["model"], export["ids"]
     ids = torch.cat([ids] * 20)  # long enough that the filters' chunks and headers do not dominate the size
     plain = write_lstmvis(model, ids, tmp_path / "plain", states=["layer1.c"], seq_len=37)
-    small = write_lstmvis(model, ids, tmp_path / "small", states=["layer1.c"], seq_len=37, dtype=dtype,
-                          compression=compression)
+    small = write_lstmvis(
+        model, ids, tmp_path / "small", states=["layer1.c"], seq_len=37, dtype=dtype, compression=compression
+    )
     with h5py.File(plain / "states.hdf5", "r") as f, h5py.File(small / "states.hdf5", "r") as g:
         want, got = f["layer1_c"][:], g["layer1_c"]
         assert got.dtype == np.dtype(dtype) and got.compression == compression and got.shape == want.shape
@@ -147,7 +160,7 @@ def test_any_state_source_and_state_types(tmp_path: Path):
     # slot j of the state at t is the one-hot of symbol t - j, across window borders too
     v = len(vocab)
     for t in range(2, len(ids)):
-        assert [int(np.argmax(delay[t, j * v:(j + 1) * v])) for j in range(3)] == ids[[t, t - 1, t - 2]].tolist()
+        assert [int(np.argmax(delay[t, j * v : (j + 1) * v])) for j in range(3)] == ids[[t, t - 1, t - 2]].tolist()
 
 
 def test_bad_input_is_named():

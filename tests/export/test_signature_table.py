@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from memsig.export.signature_table import (CSV_COLUMNS, CSV_SCHEMA, NC_SCHEMA, load_signature_nc, save_signature_nc,
-                                           write_signature_csv)
+from memsig.export.signature_table import (
+    CSV_COLUMNS,
+    CSV_SCHEMA,
+    NC_SCHEMA,
+    load_signature_nc,
+    save_signature_nc,
+    write_signature_csv,
+)
 from memsig.probe.signature import Signature
 
 SYMBOLS = ["a", "b", ",", "\u2423"]  # "," must survive CSV quoting; "␣" is the space label
@@ -24,8 +30,16 @@ def make_signature(forward: bool = True) -> Signature:
     conf[:, :, 1] = [1, 2, 1, 1]  # support 5 < 20
     fwd = rng.integers(0, 50, size=(4, 4)).astype(np.int64) if forward else None
     meta = {"model": {"class": "CharLM", "hidden_size": 96}, "split": "test", "seed": 0, "lags": [1, 2, 5]}
-    return Signature(["layer1.c", "shuffled:layer1.c"], [1, 2, 5], list(SYMBOLS), conf,
-                     rng.uniform(0.5, 3.0, size=(2, 3)), np.array([0.5, 0.1, 0.15, 0.25]), fwd, meta)
+    return Signature(
+        ["layer1.c", "shuffled:layer1.c"],
+        [1, 2, 5],
+        list(SYMBOLS),
+        conf,
+        rng.uniform(0.5, 3.0, size=(2, 3)),
+        np.array([0.5, 0.1, 0.15, 0.25]),
+        fwd,
+        meta,
+    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -43,14 +57,19 @@ def test_csv_has_one_row_per_cell_with_the_signature_values(tmp_path: Path):
     assert list(rows[0]) == CSV_COLUMNS and len(rows) == 2 * 3 * 4
     assert {r["schema"] for r in rows} == {CSV_SCHEMA}
     assert [(r["state"], int(r["lag"]), r["symbol"]) for r in rows[:5]] == [
-        ("layer1.c", 1, "a"), ("layer1.c", 1, "b"), ("layer1.c", 1, ","), ("layer1.c", 1, "\u2423"),
-        ("layer1.c", 2, "a")]
+        ("layer1.c", 1, "a"),
+        ("layer1.c", 1, "b"),
+        ("layer1.c", 1, ","),
+        ("layer1.c", 1, "\u2423"),
+        ("layer1.c", 2, "a"),
+    ]
     low, high = sig.recall_ci()
     for r in rows:
         i, j, k = sig.states.index(r["state"]), sig.lags.index(int(r["lag"])), sig.symbols.index(r["symbol"])
         assert int(r["support"]) == sig.support[i, j, k] and int(r["correct"]) == sig.correct[i, j, k]
         assert float(r["prior"]) == sig.prior[k] and number(r["forward_recall"]) == pytest.approx(
-            sig.forward_recall[k], nan_ok=True)
+            sig.forward_recall[k], nan_ok=True
+        )
         for name, want in [("recall", sig.recall), ("recall_low", low), ("recall_high", high)]:
             assert number(r[name]) == pytest.approx(want[i, j, k], nan_ok=True, rel=0, abs=0)
         for name in ("accuracy", "ce_bits", "info_bits", "majority_rate"):

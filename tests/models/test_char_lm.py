@@ -15,8 +15,13 @@ def make(cell="lstm", layers=2, **kw) -> CharLM:
 
 def batch(inputs: torch.Tensor, carry: bool = False, start: int = 0) -> dict:
     b, t = inputs.shape
-    return {"inputs": inputs, "targets": inputs.roll(-1, 1), "mask": torch.ones(b, t, dtype=torch.bool),
-            "history": torch.arange(start, start + t).expand(b, t), "carry": carry}
+    return {
+        "inputs": inputs,
+        "targets": inputs.roll(-1, 1),
+        "mask": torch.ones(b, t, dtype=torch.bool),
+        "history": torch.arange(start, start + t).expand(b, t),
+        "carry": carry,
+    }
 
 
 def test_cell_states_match_a_step_by_step_lstm_cell():

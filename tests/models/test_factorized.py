@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose_cfg
 from memsig.models import load_model
 from memsig.models.checkpoint import CheckpointError
 from memsig.models.factorized import FactorizedCharLM, FixedLambda
 from memsig.tasks.train import train
 from memsig.vocab import Vocab
+
+from conftest import compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = Vocab()
@@ -84,8 +85,14 @@ def test_cell_states_of_both_paths_match_a_step_by_step_cell() -> None:
     emb = m.embedding(x)
     cell = nn.LSTMCell(6, 12).double()
     layer = m.layers[0]
-    cell.load_state_dict({"weight_ih": layer.weight_ih_l0, "bias_ih": layer.bias_ih_l0, "bias_hh": layer.bias_hh_l0,
-                          "weight_hh": m.bases[0].fold(layer.weight_hh_l0, z)})
+    cell.load_state_dict(
+        {
+            "weight_ih": layer.weight_ih_l0,
+            "bias_ih": layer.bias_ih_l0,
+            "bias_hh": layer.bias_hh_l0,
+            "weight_hh": m.bases[0].fold(layer.weight_hh_l0, z),
+        }
+    )
     h = c = torch.zeros(len(x), 12, dtype=torch.float64)
     for t in range(x.shape[1]):
         h, c = cell(emb[:, t], (h, c))
@@ -138,8 +145,9 @@ def test_fixed_lambda_is_a_state_source_and_bases_only_training_freezes_the_rest
     m = model(trainable="bases")
     fixed = FixedLambda(m, torch.zeros(K))
     x = inputs()
-    sb = fixed.states({"inputs": x, "mask": torch.ones_like(x, dtype=torch.bool), "history": torch.zeros_like(x),
-                       "carry": False})
+    sb = fixed.states(
+        {"inputs": x, "mask": torch.ones_like(x, dtype=torch.bool), "history": torch.zeros_like(x), "carry": False}
+    )
     assert set(sb.states) == {"layer1.c", "layer1.h"} and fixed.kernel_params("layer1.c") > m.bases[0].u.numel()
     m.configure_optimizers()
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
@@ -148,16 +156,31 @@ def test_fixed_lambda_is_a_state_source_and_bases_only_training_freezes_the_rest
 
 @pytest.mark.parametrize("scope", ["segment", "cluster"])
 def test_training_fits_the_lambda_scale_and_learns(scope: str, tmp_path, tiny_corpus) -> None:
-    cfg = compose_cfg(["model=factorized_lstm", f"data.lambdas.scope={scope}", "data.lambdas.clusters=4",
-                       "data.max_chars=20000", "data.batch_size=16", "model.hidden_size=32", "model.embedding_size=8",
-                       "model.lr=0.01", "trainer.max_steps=150", "trainer.max_epochs=5", "callbacks=model_checkpoint",
-                       "logger=none"], tmp_path)
+    cfg = compose_cfg(
+        [
+            "model=factorized_lstm",
+            f"data.lambdas.scope={scope}",
+            "data.lambdas.clusters=4",
+            "data.max_chars=20000",
+            "data.batch_size=16",
+            "model.hidden_size=32",
+            "model.embedding_size=8",
+            "model.lr=0.01",
+            "trainer.max_steps=150",
+            "trainer.max_epochs=5",
+            "callbacks=model_checkpoint",
+            "logger=none",
+        ],
+        tmp_path,
+    )
     result = train(cfg)
     # 150 steps of a 32-unit model on 20k characters: clearly below the uniform 3.43 nats, near the unigram's
     assert result["metrics"]["val/loss"] < math.log(len(VOCAB)) - 0.3
     m = load_model(result["best_checkpoint"], expected=FactorizedCharLM)
     assert bool(m.lambda_fitted) and (m.lambda_std > 0).sum() > 100
-    other = compose_cfg(["model=lstm", f"init_from={result['best_checkpoint']}", "data.max_chars=20000"], tmp_path / "x")
+    other = compose_cfg(
+        ["model=lstm", f"init_from={result['best_checkpoint']}", "data.max_chars=20000"], tmp_path / "x"
+    )
     with pytest.raises(CheckpointError, match="FactorizedCharLM"):
         train(other)
 

@@ -13,8 +13,15 @@ from memsig.models.las.listener import stack_frames
 from memsig.vocab import Vocab
 
 VOCAB = Vocab()
-TINY = dict(feature_size=20, listener_hidden=16, reductions=[2, 2, 2], embedding_size=8, speller_hidden=24,
-            attention_size=12, warmup_steps=0)
+TINY = dict(
+    feature_size=20,
+    listener_hidden=16,
+    reductions=[2, 2, 2],
+    embedding_size=8,
+    speller_hidden=24,
+    attention_size=12,
+    warmup_steps=0,
+)
 
 
 def batch_of(texts: list[str], frames: list[int], feature_size: int = 20, seed: int = 0) -> dict:
@@ -26,7 +33,8 @@ def batch_of(texts: list[str], frames: list[int], feature_size: int = 20, seed: 
         "feature_lengths": torch.tensor(frames),
         "tokens": torch.stack([torch.cat([t, t.new_zeros(length - len(t))]) for t in tokens]),
         "token_lengths": torch.tensor([len(t) for t in tokens]),
-        "texts": texts, "carry": False,
+        "texts": texts,
+        "carry": False,
     }
 
 
@@ -54,7 +62,7 @@ def test_listener_layers_run_at_their_reduced_rates(model: LAS) -> None:
 def test_padding_does_not_change_an_utterance(model: LAS) -> None:
     """Listener and speller results of an utterance do not depend on what it is batched with."""
     b = batch_of(["the cat", "a dog sat"], [64, 80])
-    alone = {k: (v[:1] if torch.is_tensor(v) else v[:1]) for k, v in b.items() if k != "carry"}
+    alone = {k: v[:1] for k, v in b.items() if k != "carry"}
     alone["features"] = alone["features"][:, :64]
     alone["tokens"] = alone["tokens"][:, :7]
     both, one = model.states(b), model.states({**alone, "carry": False})
@@ -78,7 +86,7 @@ def test_speller_states_follow_the_grapheme_convention(model: LAS) -> None:
     s1, s2 = model.states(b1).states, model.states(b2).states
     for name in ("speller1.h", "speller1.c", "speller.query"):
         assert torch.allclose(s1[name][0, :3], s2[name][0, :3], atol=1e-6), name  # same graphemes 0..2
-        assert not torch.allclose(s1[name][0, 3], s2[name][0, 3]), name           # grapheme 3 differs
+        assert not torch.allclose(s1[name][0, 3], s2[name][0, 3]), name  # grapheme 3 differs
 
 
 def test_states_shapes_symbols_and_history(model: LAS) -> None:
@@ -100,12 +108,19 @@ def test_ctc_forced_alignment_finds_the_spans() -> None:
     blank, path = 4, [4, 1, 1, 4, 2, 4, 4, 2, 2, 2, 3, 4]
     lp = torch.full((1, len(path), 5), -20.0)
     lp[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
-    centres, ok = ctc_centres(lp.log_softmax(-1), torch.tensor([12]), torch.tensor([[1, 2, 2, 3]]), torch.tensor([4]),
-                              blank, reduction=4)
+    centres, ok = ctc_centres(
+        lp.log_softmax(-1), torch.tensor([12]), torch.tensor([[1, 2, 2, 3]]), torch.tensor([4]), blank, reduction=4
+    )
     assert ok.tolist() == [True]
     assert centres[0].tolist() == [(1 + 3) / 2 * 4, (4 + 5) / 2 * 4, (7 + 10) / 2 * 4, (10 + 11) / 2 * 4]
-    short, ok = ctc_centres(lp[:, :3].log_softmax(-1), torch.tensor([3]), torch.tensor([[1, 2, 2, 3]]),
-                            torch.tensor([4]), blank, reduction=4)
+    short, ok = ctc_centres(
+        lp[:, :3].log_softmax(-1),
+        torch.tensor([3]),
+        torch.tensor([[1, 2, 2, 3]]),
+        torch.tensor([4]),
+        blank,
+        reduction=4,
+    )
     assert ok.tolist() == [False] and short.isnan().all()
 
 
@@ -143,8 +158,10 @@ def test_a_nan_loss_names_the_fix(model: LAS) -> None:
 
 def test_checkpoint_of_another_architecture_is_refused(model: LAS) -> None:
     other = LAS(VOCAB, **{**TINY, "listener_hidden": 32})
-    ckpt = {"memsig": {"model_class": "memsig.models.las.module.LAS", "vocab": VOCAB.to_dict()},
-            "hyper_parameters": dict(model.hparams)}
+    ckpt = {
+        "memsig": {"model_class": "memsig.models.las.module.LAS", "vocab": VOCAB.to_dict()},
+        "hyper_parameters": dict(model.hparams),
+    }
     with pytest.raises(CheckpointError, match="listener_hidden"):
         check_compatible(ckpt, other)
 

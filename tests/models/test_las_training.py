@@ -8,14 +8,14 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
-import torch
-from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from memsig.data.speech import LogMel, ManifestCorpus, SpeechDataModule, read_manifest, write_manifest
 from memsig.models.las import LAS
 from memsig.probe.signature import Signature
 from memsig.vocab import Vocab
+
+from conftest import compose_cfg, require_system
 
 
 def test_tiny_las_overfits_eight_utterances(espeak_corpus: dict[str, Path], tmp_path: Path, one_thread: None) -> None:
@@ -25,14 +25,36 @@ def test_tiny_las_overfits_eight_utterances(espeak_corpus: dict[str, Path], tmp_
     manifest = tmp_path / "eight.jsonl"
     write_manifest(manifest, utts)
     vocab = Vocab()
-    dm = SpeechDataModule(vocab, ManifestCorpus(train=str(manifest), dev=str(manifest), test=str(manifest)),
-                          LogMel(n_mels=40, normalize=True), batch_seconds=60.0)
+    dm = SpeechDataModule(
+        vocab,
+        ManifestCorpus(train=str(manifest), dev=str(manifest), test=str(manifest)),
+        LogMel(n_mels=40, normalize=True),
+        batch_seconds=60.0,
+    )
     L.seed_everything(0)
-    model = LAS(vocab, feature_size=40, listener_hidden=64, reductions=[2, 2, 2], embedding_size=32,
-                speller_hidden=128, attention_size=64, listener_dropout=0.0, label_smoothing=0.0, lr=3e-3,
-                warmup_steps=0, scheduler="none")
-    trainer = L.Trainer(max_steps=250, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, gradient_clip_val=5.0)
+    model = LAS(
+        vocab,
+        feature_size=40,
+        listener_hidden=64,
+        reductions=[2, 2, 2],
+        embedding_size=32,
+        speller_hidden=128,
+        attention_size=64,
+        listener_dropout=0.0,
+        label_smoothing=0.0,
+        lr=3e-3,
+        warmup_steps=0,
+        scheduler="none",
+    )
+    trainer = L.Trainer(
+        max_steps=250,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        gradient_clip_val=5.0,
+    )
     trainer.fit(model, datamodule=dm)
     cer = trainer.test(model, datamodule=dm, verbose=False)[0]["test/cer"]
     hyps = model.transcribe(*(dm.dataset("test")[0][k] for k in ("features", "feature_lengths")))
@@ -44,14 +66,25 @@ def las_run(espeak_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     """``python train.py experiment=las_espeak`` for a few steps on the small corpus, probed."""
     from memsig.tasks.train import train
 
+    require_system("pocketsphinx-testdata")  # the run also evaluates on the LibriVox clips
     out = tmp_path_factory.mktemp("las_run")
     corpus = {"_target_": "memsig.data.speech.ManifestCorpus", **{s: str(p) for s, p in espeak_corpus.items()}}
-    cfg = compose_cfg([
-        "experiment=las_espeak", "model.listener_hidden=32", "model.speller_hidden=48", "model.attention_size=24",
-        "trainer.max_epochs=2", "+trainer.limit_val_batches=1",
-        "evaluate_on.fsdd.limit={test: 12}", "signature.require=null", "signature.probe.max_train_batches=2",
-        "logger=csv", "callbacks=model_checkpoint",
-    ], out)
+    cfg = compose_cfg(
+        [
+            "experiment=las_espeak",
+            "model.listener_hidden=32",
+            "model.speller_hidden=48",
+            "model.attention_size=24",
+            "trainer.max_epochs=2",
+            "+trainer.limit_val_batches=1",
+            "evaluate_on.fsdd.limit={test: 12}",
+            "signature.require=null",
+            "signature.probe.max_train_batches=2",
+            "logger=csv",
+            "callbacks=model_checkpoint",
+        ],
+        out,
+    )
     cfg.data.corpus = OmegaConf.create(corpus)
     (out / ".hydra").mkdir()
     OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
@@ -77,9 +110,20 @@ def test_the_figure7_trio_is_probed_at_negative_and_positive_lags(las_run: dict)
 def test_probe_py_runs_the_mlp_probe_on_a_las_checkpoint(las_run: dict, tmp_path: Path) -> None:
     from memsig.tasks.probe import probe
 
-    cfg = compose_cfg([f"ckpt={las_run['dir']}", "probe.states=[listener2.bwd,speller1.h]", "probe.lags=[-2,1,3]",
-                       "probe.max_width=16", "probe.positions_per_batch=128", "probe.controls=[shuffled]",
-                       "trainer.max_epochs=1", "~callbacks.rich_progress_bar"], tmp_path, config_name="probe")
+    cfg = compose_cfg(
+        [
+            f"ckpt={las_run['dir']}",
+            "probe.states=[listener2.bwd,speller1.h]",
+            "probe.lags=[-2,1,3]",
+            "probe.max_width=16",
+            "probe.positions_per_batch=128",
+            "probe.controls=[shuffled]",
+            "trainer.max_epochs=1",
+            "~callbacks.rich_progress_bar",
+        ],
+        tmp_path,
+        config_name="probe",
+    )
     probe(cfg)
     sig = Signature.load(tmp_path / "signature.npz")
     assert sig.real_states == ["listener2.bwd", "speller1.h"] and sig.lags == [-2, 1, 3]

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
 
 from memsig.data.corpora import Corpus, Splits, TextCorpus, lines_of
 from memsig.data.io import read_text
@@ -18,6 +17,8 @@ from memsig.models.ngram import count_table_signature
 from memsig.probe.quick import quick_signature
 from memsig.states import StateSource
 from memsig.vocab import Vocab
+
+from conftest import TINY
 
 LAGS = [1, 2, 3, 4, 5]
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors (conftest)
@@ -38,8 +39,13 @@ class SameText(Corpus):
 
 def batch(inputs: torch.Tensor, carry: bool = False, start: int = 0) -> dict:
     b, t = inputs.shape
-    return {"inputs": inputs, "targets": inputs.roll(-1, 1), "mask": torch.ones(b, t, dtype=torch.bool),
-            "history": torch.arange(start, start + t).expand(b, t), "carry": carry}
+    return {
+        "inputs": inputs,
+        "targets": inputs.roll(-1, 1),
+        "mask": torch.ones(b, t, dtype=torch.bool),
+        "history": torch.arange(start, start + t).expand(b, t),
+        "carry": carry,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from memsig.plots import (confusion_plot, difference_map, marginal_curves, save_figure, side_by_side,
-                          signature_heatmap)
+from memsig.plots import confusion_plot, difference_map, marginal_curves, save_figure, side_by_side, signature_heatmap
 from memsig.probe.signature import Signature
 
 SYMBOLS = ["a", "b", "c", "␣"]
@@ -26,8 +25,9 @@ def make_signature(memory: int = 3, n: int = 100, rare: str | None = None) -> Si
     if rare is not None:
         conf[:, :, SYMBOLS.index(rare)] = conf[:, :, SYMBOLS.index(rare)] * 5 // n
     fwd = 30 * np.eye(c, dtype=np.int64) + 10
-    return Signature(["layer1", "random:layer1"], list(LAGS), list(SYMBOLS), conf, np.zeros((2, len(LAGS))),
-                     np.full(c, 1 / c), fwd)
+    return Signature(
+        ["layer1", "random:layer1"], list(LAGS), list(SYMBOLS), conf, np.zeros((2, len(LAGS))), np.full(c, 1 / c), fwd
+    )
 
 
 def main_axes(fig):

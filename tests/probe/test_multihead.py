@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import memsig
-from conftest import RandomSymbols
 from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
 from memsig.models.delay_line import DelayLine
@@ -13,6 +12,8 @@ from memsig.probe.heads import BatchedMLPHeads
 from memsig.probe.multihead import MultiHeadProbe
 from memsig.probe.signature import Signature
 from memsig.vocab import Vocab
+
+from conftest import RandomSymbols
 
 VOCAB = Vocab()
 
@@ -25,8 +26,17 @@ def random_dm():
 @pytest.fixture(scope="module")
 def delay_signature(random_dm):
     torch.manual_seed(0)
-    return memsig.probe(DelayLine(VOCAB, 3), random_dm, lags=[0, 1, 2, 3, 4, 5, 8], width=64, max_epochs=3, lr=0.01,
-                        controls=["shuffled"], positions_per_batch=None, progress=False)
+    return memsig.probe(
+        DelayLine(VOCAB, 3),
+        random_dm,
+        lags=[0, 1, 2, 3, 4, 5, 8],
+        width=64,
+        max_epochs=3,
+        lr=0.01,
+        controls=["shuffled"],
+        positions_per_batch=None,
+        progress=False,
+    )
 
 
 def test_delay_line_recall_is_exact_up_to_k_and_chance_after(delay_signature):
@@ -126,8 +136,15 @@ def test_bad_probe_settings_are_named():
 
 
 def test_trained_lm_recall_falls_with_lag(trained_lm, tmp_path):
-    sig = memsig.probe(trained_lm["result"]["best_checkpoint"], _tiny_dm(trained_lm), lags=[1, 2, 4, 8, 16],
-                       width=64, max_epochs=2, controls=[], progress=False)
+    sig = memsig.probe(
+        trained_lm["result"]["best_checkpoint"],
+        _tiny_dm(trained_lm),
+        lags=[1, 2, 4, 8, 16],
+        width=64,
+        max_epochs=2,
+        controls=[],
+        progress=False,
+    )
     acc = sig.accuracy[sig.index("layer1.c")]
     assert acc[0] > acc[2] > acc[4], acc
     assert acc[0] > 0.6 and acc[-1] < acc[0] - 0.2
@@ -143,8 +160,17 @@ def _tiny_dm(trained_lm):
 
 def test_bigram_targets_use_the_same_machinery(random_dm):
     """The bigram ending at t-δ is in a k=3 delay line for δ <= 2 and not for δ = 4."""
-    sig = memsig.probe(DelayLine(VOCAB, 3), random_dm, lags=[1, 2, 4], target="bigram", width=128, max_epochs=3,
-                       lr=0.01, controls=[], progress=False)
+    sig = memsig.probe(
+        DelayLine(VOCAB, 3),
+        random_dm,
+        lags=[1, 2, 4],
+        target="bigram",
+        width=128,
+        max_epochs=3,
+        lr=0.01,
+        controls=[],
+        progress=False,
+    )
     assert len(sig.symbols) == 31 * 31 and sig.symbols[VOCAB.alphabet.index("a") * 31 + 1] == "aa"
     acc = sig.accuracy[0]
     assert acc[0] > 0.5 and acc[2] < 0.05, acc

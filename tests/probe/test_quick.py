@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, RandomSymbols
 from memsig.data.corpora import TextCorpus
 from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
@@ -14,6 +13,8 @@ from memsig.probe.controls import ControlledSource
 from memsig.probe.quick import quick_signature, ridge_weights, train_moments, vector_scaling
 from memsig.probe.targets import LeftContext, lag_targets
 from memsig.vocab import Vocab
+
+from conftest import TINY, RandomSymbols
 
 LAGS = [1, 2, 3, 5, 6]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
@@ -80,8 +81,9 @@ def test_gram_corrections_equal_per_lag_grams(regime):
         x = phi(sb.states["delay"].flatten(0, 1)).double()  # features of every position (none sampled out)
         y, v = y.flatten(0, 1), v.flatten(0, 1)
         grams = grams + torch.stack([x[v[:, k]].T @ x[v[:, k]] for k in range(len(lags))])
-        cross = cross + torch.stack([x[v[:, k]].T @ F.one_hot(y[v[:, k], k], len(vocab)).double()
-                                     for k in range(len(lags))])
+        cross = cross + torch.stack(
+            [x[v[:, k]].T @ F.one_hot(y[v[:, k], k], len(vocab)).double() for k in range(len(lags))]
+        )
     assert (~v).any()  # the case has excluded positions
     for got, want in zip(moments, (grams, cross)):  # float32 products per batch: exact up to their rounding
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * want.abs().max().item())
@@ -109,8 +111,8 @@ def test_vector_scaling_recovers_the_scales_and_offsets_that_made_the_labels():
     z = torch.rand(k, n, c, generator=gen, dtype=torch.float64) * 2
     y = torch.multinomial(torch.softmax(a[:, None] * z + b[:, None], -1).view(-1, c), 1, generator=gen).view(k, n)
     v = torch.ones(k, n, dtype=torch.bool)
-    v[1, n // 2:] = False  # invalid positions carry no weight: lag 2 learns from the first half only
-    y[1, n // 2:] = 0
+    v[1, n // 2 :] = False  # invalid positions carry no weight: lag 2 learns from the first half only
+    y[1, n // 2 :] = 0
     fa, fb = vector_scaling(z.float(), y, v)
     torch.testing.assert_close(fa, a, rtol=0, atol=0.35)
     torch.testing.assert_close(fb - fb.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True), rtol=0, atol=0.3)
@@ -121,8 +123,10 @@ def test_calibration_lifts_the_recall_of_rare_symbols(dm):
     lowers the cross-entropy, on a tiny LM's states where the raw ridge scores are far from calibrated."""
     torch.manual_seed(0)
     lm = CharLM(Vocab(), hidden_size=32, embedding_size=8)
-    raw, cal = (quick_signature(lm, dm, lags=[1, 2], features=64, max_train_batches=10, calibrate=flag)
-                for flag in (False, True))
+    raw, cal = (
+        quick_signature(lm, dm, lags=[1, 2], features=64, max_train_batches=10, calibrate=flag)
+        for flag in (False, True)
+    )
     assert cal.meta["probe"]["calibration_positions"] > 500 and raw.meta["probe"]["calibration_positions"] == 0
     frequent = np.argsort(-raw.prior)[:5]
     rare = [i for i in range(len(raw.prior)) if i not in frequent and raw.support[0, 0, i] >= 50]

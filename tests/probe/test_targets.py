@@ -45,7 +45,7 @@ def test_padding_is_never_a_target_or_a_position():
     x = torch.tensor([[1, 2, 3, 0]])
     hist, _ = window(x)
     mask = torch.tensor([[True, True, True, False]])
-    targets, valid = lag_targets(LeftContext(1).extend("s", x, False), hist, mask, [1, -1])
+    _, valid = lag_targets(LeftContext(1).extend("s", x, False), hist, mask, [1, -1])
     assert valid[0, :, 0].tolist() == [False, True, True, False]
     assert valid[0, :, 1].tolist() == [True, True, False, False]
 

@@ -47,25 +47,56 @@ def make_signature(memory: float = 3.0, seed: int = 0, meta: dict | None = None)
     return Signature(states, list(LAGS), list(SYMBOLS), conf, ce, prior, forward, meta or {})
 
 
-def write_train_run(run: Path, memory: float = 3.0, seed: int = 0, overrides: list[str] | None = None,
-                    variants: tuple[str, ...] = ()) -> Path:
+def write_train_run(
+    run: Path, memory: float = 3.0, seed: int = 0, overrides: list[str] | None = None, variants: tuple[str, ...] = ()
+) -> Path:
     """A train run as ``train.py`` leaves it: a checkpoint, ``signatures/main.npz`` (+ variants), metrics.json."""
     ckpt = run / "checkpoints" / "epoch_002-val_loss_1.4000.ckpt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(f"weights {seed}".encode())
-    meta = {"model": {"class": "CharLM", "cell": "lstm", "num_layers": 2, "hidden_size": 32, "embedding_size": 8,
-                      "vocab": {"symbols": " abcdq", "oov": "drop"}},
-            "checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test", "seed": seed,
-            "data": {"batch_size": 16, "corpus": {"name": "tinyshakespeare", "path": "/data/tinyshakespeare.txt",
-                                                         "url": "https://example.org/tiny.txt"}},
-            "probe": {"mode": "quick", "lags": LAGS, "features": 64}}
+    meta = {
+        "model": {
+            "class": "CharLM",
+            "cell": "lstm",
+            "num_layers": 2,
+            "hidden_size": 32,
+            "embedding_size": 8,
+            "vocab": {"symbols": " abcdq", "oov": "drop"},
+        },
+        "checkpoint": str(ckpt),
+        "checkpoint_sha256": sha256_of(ckpt),
+        "split": "test",
+        "seed": seed,
+        "data": {
+            "batch_size": 16,
+            "corpus": {
+                "name": "tinyshakespeare",
+                "path": "/data/tinyshakespeare.txt",
+                "url": "https://example.org/tiny.txt",
+            },
+        },
+        "probe": {"mode": "quick", "lags": LAGS, "features": 64},
+    }
     signatures = {}
     for j, name in enumerate(("main", *variants)):
         signatures[name] = str(make_signature(memory + j, seed + j, meta).save(run / "signatures" / f"{name}.npz"))
-    metrics = {"val/loss": 1.4 - 0.01 * seed, "val/ppl": 4.055, "val/bpc": 2.0198, "test/loss": 1.4845,
-               "test/ppl": 4.413, "test/bpc": 2.142}
-    result = {"metrics": metrics, "best_checkpoint": str(ckpt), "best_val_loss": 1.4, "signatures": signatures,
-              "overrides": overrides or [], "params": 12345, "wall_time_s": 12.5}
+    metrics = {
+        "val/loss": 1.4 - 0.01 * seed,
+        "val/ppl": 4.055,
+        "val/bpc": 2.0198,
+        "test/loss": 1.4845,
+        "test/ppl": 4.413,
+        "test/bpc": 2.142,
+    }
+    result = {
+        "metrics": metrics,
+        "best_checkpoint": str(ckpt),
+        "best_val_loss": 1.4,
+        "signatures": signatures,
+        "overrides": overrides or [],
+        "params": 12345,
+        "wall_time_s": 12.5,
+    }
     (run / "metrics.json").write_text(json.dumps(result))
     return run
 
@@ -99,7 +130,15 @@ def write_gradients(run: Path, sig: Signature) -> None:
     svals = np.sort(rng.uniform(0.1, 1.0, (s, k, 4)), -1)[..., ::-1] * decay
     support = np.broadcast_to(np.array(SUPPORT) // 4, (s, k, c)).copy()  # 'q': 2 positions, NaN
     norm_sum = support * decay * rng.uniform(0.5, 1.5, (s, k, c))
-    grad = sg.GradientMemory(states=list(STATES), lags=list(LAGS), symbols=list(SYMBOLS), singular_values=svals,
-                             norm=svals.sum(-1), norm_sum=norm_sum, support=support, meta={})
+    grad = sg.GradientMemory(
+        states=list(STATES),
+        lags=list(LAGS),
+        symbols=list(SYMBOLS),
+        singular_values=svals,
+        norm=svals.sum(-1),
+        norm_sum=norm_sum,
+        support=support,
+        meta={},
+    )
     grad.meta["correlation"] = sg.correlate(grad, sig)
     grad.save(run / "gradients.npz")

@@ -1,50 +1,59 @@
 """The report in a real headless browser: no console errors, every figure drawn, a non-blank screenshot.
 
-Needs chromium (or Chrome). Without one the tests skip, unless ``MEMSIG_REQUIRE_BROWSER=1``
-(set by ``.ci/run``), where they fail.
+Needs chromium (or Chrome): without one the tests fail, naming the install (``make setup`` installs it).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from report_helpers import write_gradients, write_probe_run, write_sweep
 from matplotlib.image import imread
 
 from memsig.probe.signature import Signature
 from memsig.report import write_report
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+import system_deps
+from conftest import require_system
+from report_helpers import write_gradients, write_probe_run, write_sweep
 
 
 @pytest.fixture(scope="module")
 def browser() -> str:
-    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-    if found is None:
-        reason = f"no headless browser ({', '.join(BROWSERS)}) on PATH; install one, e.g. apt-get install chromium"
-        if os.environ.get("MEMSIG_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"MEMSIG_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    return found
+    require_system("chromium")
+    return system_deps.browser()
 
 
 def run_browser(browser: str, page: Path, work: Path, *action: str) -> subprocess.CompletedProcess:
     """Open ``page`` headless with ``action`` (``--dump-dom`` or ``--screenshot=...``); stdout and the log."""
-    command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-               "--virtual-time-budget=5000", "--window-size=1200,2000", "--hide-scrollbars", "--no-first-run",
-               "--disable-dev-shm-usage", f"--user-data-dir={work / 'profile'}", *action, page.resolve().as_uri()]
+    command = [
+        browser,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--window-size=1200,2000",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={work / 'profile'}",
+        *action,
+        page.resolve().as_uri(),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=180)
 
 
 def console_errors(log: str) -> list[str]:
     """Console messages in the browser's log that are errors (uncaught exceptions, console.error)."""
-    return [line for line in log.splitlines()
-            if "CONSOLE" in line and ("Uncaught" in line or "Error" in line or ":ERROR:CONSOLE" in line)]
+    return [
+        line
+        for line in log.splitlines()
+        if "CONSOLE" in line and ("Uncaught" in line or "Error" in line or ":ERROR:CONSOLE" in line)
+    ]
 
 
 def figure_ids(page: Path) -> list[str]:
@@ -56,7 +65,7 @@ def drawn(dom: str, ids: list[str]) -> dict[str, str]:
     out = {}
     for fig_id in ids:
         start = dom.index(f'id="{fig_id}"')
-        out[fig_id] = dom[start:dom.index(f'data-for="{fig_id}"', start)]
+        out[fig_id] = dom[start : dom.index(f'data-for="{fig_id}"', start)]
     return out
 
 

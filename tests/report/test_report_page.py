@@ -11,8 +11,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
-from report_helpers import (LAGS, STATES, SYMBOLS, write_gradients, write_probe_run, write_sweep,
-                            write_train_run)
 from plotly.offline import get_plotlyjs
 
 from memsig.plots import difference_map, signature_heatmap
@@ -23,6 +21,8 @@ from memsig.report.figures import DIFFERENCE_CMAP, colorscale, gradient_decay, g
 from memsig.report.page import figures_of
 from memsig.resolvers import PROJECT_ROOT
 from memsig.tasks.report import collect, distance_rows, named_signatures
+
+from report_helpers import LAGS, STATES, SYMBOLS, write_gradients, write_probe_run, write_sweep, write_train_run
 
 
 class Refs(HTMLParser):
@@ -67,9 +67,17 @@ def test_probe_run_page_is_self_contained_with_every_state_and_its_numbers(tmp_p
     names = [t.name for t in curves.data]
     assert names == [*STATES, *(f"random:{s}" for s in STATES), *(f"shuffled:{s}" for s in STATES), "majority class"]
     np.testing.assert_allclose(curves.data[0].y, np.round(100 * sig.accuracy[0], 2))
-    for text in ("Model and data", "CharLM (cell lstm, num_layers 2, hidden_size 32, embedding_size 8)",
-                 sig.meta["checkpoint_sha256"], "file matches", "tinyshakespeare", "4.413", "12,345", "Noise floor",
-                 "<td>layer2.c</td><td>0.012</td>"):
+    for text in (
+        "Model and data",
+        "CharLM (cell lstm, num_layers 2, hidden_size 32, embedding_size 8)",
+        sig.meta["checkpoint_sha256"],
+        "file matches",
+        "tinyshakespeare",
+        "4.413",
+        "12,345",
+        "Noise floor",
+        "<td>layer2.c</td><td>0.012</td>",
+    ):
         assert text in page, text
 
 
@@ -85,8 +93,9 @@ def test_heatmap_colours_are_those_of_the_static_figures(tmp_path: Path) -> None
         assert colour == matplotlib.colors.to_hex(static.get_cmap()(at))
     diff = difference_map(sig, sig, "layer1.c", "layer2.c").axes[0].images[0].get_cmap()
     assert diff.name.startswith(DIFFERENCE_CMAP)
-    assert [c for _, c in colorscale(DIFFERENCE_CMAP)][::10] == [matplotlib.colors.to_hex(diff(x))
-                                                                  for x in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert [c for _, c in colorscale(DIFFERENCE_CMAP)][::10] == [
+        matplotlib.colors.to_hex(diff(x)) for x in (0.0, 0.25, 0.5, 0.75, 1.0)
+    ]
 
 
 def test_train_run_page_shows_each_signature_and_the_perplexities(tmp_path: Path) -> None:
@@ -96,7 +105,8 @@ def test_train_run_page_shows_each_signature_and_the_perplexities(tmp_path: Path
     for name in ("main", "deep_decoders"):
         assert f"Signature &#x27;{name}&#x27;" in page
         assert [k for k in keys if k.startswith(f"{name}/")] == [f"{name}/heatmap/{s}" for s in STATES] + [
-            f"{name}/marginal"]
+            f"{name}/marginal"
+        ]
     assert "<td>test</td><td>4.413</td><td>2.142</td>" in page
     assert "State gradients" not in page
 
@@ -158,8 +168,9 @@ def test_multirun_page_has_models_side_by_side_differences_and_distances(tmp_pat
     sigs = named_signatures(models)
     (row,) = distance_rows(sigs, {n: s.real_states[0] for n, s in sigs.items()}, 50)
     assert "Signature distances" in page
-    assert f"<tr><td>32</td><td>64</td><td>{row['distance']}</td><td>{row['low']}</td><td>{row['high']}</td></tr>" \
-        in page
+    assert (
+        f"<tr><td>32</td><td>64</td><td>{row['distance']}</td><td>{row['low']}</td><td>{row['high']}</td></tr>" in page
+    )
     assert "<th>model</th><th>params</th>" in page and "<td>12345</td>" in page
 
 
@@ -181,15 +192,35 @@ def test_the_study_callback_gives_its_settings_to_the_interactive_page(tmp_path:
     from memsig.tasks.report import StudyReport
 
     sweep = write_sweep(tmp_path)
-    callback = StudyReport(title="Hidden-size study", label=["experiment", "model.hidden_size"],
-                           differences=[["toy-64", "toy-32"]], formats=["png"])
+    callback = StudyReport(
+        title="Hidden-size study",
+        label=["experiment", "model.hidden_size"],
+        differences=[["toy-64", "toy-32"]],
+        formats=["png"],
+    )
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     static = (sweep / "report" / "report.md").read_text()
     assert "Hidden-size study" in static and "difference_toy-64_vs_toy-32" in static
     by_command = tmp_path / "by_command.html"
     (sweep / "report.html").rename(by_command)
-    assert main([str(sweep), "--title", "Hidden-size study", "--label", "experiment", "model.hidden_size",
-                 "--difference", "toy-64", "toy-32", "--n-boot", "20"]) == 0  # the command line, the same settings
+    assert (
+        main(
+            [
+                str(sweep),
+                "--title",
+                "Hidden-size study",
+                "--label",
+                "experiment",
+                "model.hidden_size",
+                "--difference",
+                "toy-64",
+                "toy-32",
+                "--n-boot",
+                "20",
+            ]
+        )
+        == 0
+    )  # the command line, the same settings
     for page in (by_command.read_text(), (sweep / "report.html").read_text()):
         assert "<title>Hidden-size study</title>" in page and "memsig study" not in page
         figures = figures_of(page)
@@ -215,6 +246,10 @@ def test_command_line_writes_the_page(tmp_path: Path, capsys) -> None:
     probe_run = write_probe_run(tmp_path)
     assert main([str(probe_run)]) == 0
     assert f"report: {probe_run / 'report.html'}" in capsys.readouterr().out
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "report.py"), str(probe_run / "nothing")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "report.py"), str(probe_run / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "a report needs one of" in done.stderr and "Traceback" not in done.stderr

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report_helpers import write_probe_run, write_train_run
 
 from memsig.report import log_report, write_report
 from memsig.report.page import figures_of
+
+from report_helpers import write_probe_run, write_train_run
 
 
 @pytest.fixture

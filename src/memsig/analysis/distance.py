@@ -36,13 +36,20 @@ def _shared(a: Signature, b: Signature, lags: list[int] | None, same_symbols: bo
     shared_lags = [lag for lag in a.lags if lag in b.lags and (lags is None or lag in lags)]
     symbols = [s for s in a.symbols if s in b.symbols]
     if not shared_lags or not symbols:
-        raise ValueError(f"signatures share no cell: lags {a.lags} vs {b.lags} (asked {lags}), "
-                         f"{len(symbols)} shared symbols")
+        raise ValueError(
+            f"signatures share no cell: lags {a.lags} vs {b.lags} (asked {lags}), {len(symbols)} shared symbols"
+        )
     return shared_lags, symbols
 
 
-def aligned_recall(a: Signature, b: Signature, state_a: str, state_b: str | None = None, lags: list[int] | None = None,
-                   same_symbols: bool = True) -> tuple[list[int], list[str], np.ndarray, np.ndarray]:
+def aligned_recall(
+    a: Signature,
+    b: Signature,
+    state_a: str,
+    state_b: str | None = None,
+    lags: list[int] | None = None,
+    same_symbols: bool = True,
+) -> tuple[list[int], list[str], np.ndarray, np.ndarray]:
     """Shared lags, symbols (in ``a``'s order) and the recall ``[K, C]`` of each (NaN on low support).
 
     With ``same_symbols`` the symbol sets must be equal (ValueError otherwise); else their intersection is used.
@@ -55,19 +62,28 @@ def aligned_recall(a: Signature, b: Signature, state_a: str, state_b: str | None
     return lags_, symbols, out[0], out[1]
 
 
-def signature_distance(a: Signature, b: Signature, state_a: str, state_b: str | None = None,
-                       lags: list[int] | None = None) -> float:
+def signature_distance(
+    a: Signature, b: Signature, state_a: str, state_b: str | None = None, lags: list[int] | None = None
+) -> float:
     """Mean |recall_a − recall_b| over the cells supported in both (see module docstring)."""
     _, _, ra, rb = aligned_recall(a, b, state_a, state_b, lags)
     both = ~np.isnan(ra) & ~np.isnan(rb)
     if not both.any():
-        raise ValueError(f"no (lag, symbol) cell has enough support in both signatures "
-                         f"({state_a!r}, {state_b or state_a!r})")
+        raise ValueError(
+            f"no (lag, symbol) cell has enough support in both signatures ({state_a!r}, {state_b or state_a!r})"
+        )
     return float(np.abs(ra - rb)[both].mean())
 
 
-def bootstrap_distance(a: Signature, b: Signature, state_a: str, state_b: str | None = None, n: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_distance(
+    a: Signature,
+    b: Signature,
+    state_a: str,
+    state_b: str | None = None,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
     """``(distance, low, high)``: the distance and its percentile interval over ``n`` stratified resamples."""
     distance = signature_distance(a, b, state_a, state_b)
     lags, symbols = _shared(a, b, None, True)
@@ -83,13 +99,17 @@ def bootstrap_distance(a: Signature, b: Signature, state_a: str, state_b: str | 
     return distance, float(low), float(high)
 
 
-def pairwise_distances(sigs: dict[str, Signature], state: str | dict[str, str], n: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> dict[tuple[str, str], tuple[float, float, float]]:
+def pairwise_distances(
+    sigs: dict[str, Signature], state: str | dict[str, str], n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[tuple[str, str], tuple[float, float, float]]:
     """:func:`bootstrap_distance` for every pair ``(first, second)`` of ``sigs`` in dict order (first before second).
 
     ``state`` is one state name for all signatures or one per signature name.
     """
     states = state if isinstance(state, dict) else {name: state for name in sigs}
     names = list(sigs)
-    return {(x, y): bootstrap_distance(sigs[x], sigs[y], states[x], states[y], n, seed, level)
-            for i, x in enumerate(names) for y in names[i + 1:]}
+    return {
+        (x, y): bootstrap_distance(sigs[x], sigs[y], states[x], states[y], n, seed, level)
+        for i, x in enumerate(names)
+        for y in names[i + 1 :]
+    }

@@ -104,8 +104,16 @@ def sample_positions(n_symbols: int, n: int, lags: int, warmup: int, seed: int) 
     return (torch.randperm(n_symbols - first, generator=gen)[:n] + first).sort().values
 
 
-def jacobians(source: GradientSource, ids: Tensor, positions: Tensor, lags: int, warmup: int,
-              states: list[str], chunk: int = 32, mode: str = "auto") -> tuple[dict[str, Tensor], Tensor]:
+def jacobians(
+    source: GradientSource,
+    ids: Tensor,
+    positions: Tensor,
+    lags: int,
+    warmup: int,
+    states: list[str],
+    chunk: int = 32,
+    mode: str = "auto",
+) -> tuple[dict[str, Tensor], Tensor]:
     """Exact Jacobians of states w.r.t. input embeddings at lags 0…Δ, one window per position.
 
     Row n is the window ``t−Δ … t`` (``t = positions[n]``) after ``warmup`` context symbols.
@@ -203,21 +211,44 @@ class GradientMemory:
     def save(self, path: str | Path) -> Path:
         """Write as one ``.npz`` (atomic), axes and meta as JSON like a signature file."""
         axes = {"state": self.states, "lag": self.lags, "symbol": self.symbols}
-        arrays = {"singular_values": self.singular_values, "norm": self.norm, "norm_sum": self.norm_sum,
-                  "support": self.support.astype(np.int64)}
+        arrays = {
+            "singular_values": self.singular_values,
+            "norm": self.norm,
+            "norm_sum": self.norm_sum,
+            "support": self.support.astype(np.int64),
+        }
         return write_labelled(path, SCHEMA, axes, self.min_support, self.meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> GradientMemory:
         head, z = read_labelled(path, SCHEMA, "state-gradient", "probe.py gradients=default writes it")
         axes = head["axes"]
-        return cls(list(axes["state"]), [int(x) for x in axes["lag"]], list(axes["symbol"]), z["singular_values"],
-                   z["norm"], z["norm_sum"], z["support"], head["meta"], int(head["min_support"]))
+        return cls(
+            list(axes["state"]),
+            [int(x) for x in axes["lag"]],
+            list(axes["symbol"]),
+            z["singular_values"],
+            z["norm"],
+            z["norm_sum"],
+            z["support"],
+            head["meta"],
+            int(head["min_support"]),
+        )
 
 
-def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positions: int = 256, batch: int = 64,
-                    warmup: int = 32, chunk: int = 32, states: list[str] | None = None, seed: int = 0,
-                    mode: str = "auto", progress: bool = False) -> GradientMemory:
+def state_gradients(
+    source: GradientSource,
+    ids: Tensor,
+    lags: int = 20,
+    positions: int = 256,
+    batch: int = 64,
+    warmup: int = 32,
+    chunk: int = 32,
+    states: list[str] | None = None,
+    seed: int = 0,
+    mode: str = "auto",
+    progress: bool = False,
+) -> GradientMemory:
     """The :class:`GradientMemory` of ``source`` on the symbol stream ``ids`` ``[N_symbols]``.
 
     Args:
@@ -248,7 +279,7 @@ def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positio
     mean_jac = {name: torch.zeros(k, source.state_dims[name], white.rank, dtype=torch.float64) for name in names}
     norm_sum = np.zeros((s, k, c))
     support = np.zeros((s, k, c), dtype=np.int64)
-    steps = [pos[i:i + batch] for i in range(0, len(pos), batch)]
+    steps = [pos[i : i + batch] for i in range(0, len(pos), batch)]
     for part in tqdm(steps, desc="state gradients", disable=not progress):
         jac, inputs = jacobians(source, ids, part, lags, warmup, names, chunk, mode)
         prev = inputs[:, 1:]  # [n, K] the input symbol of each lag
@@ -263,13 +294,20 @@ def state_gradients(source: GradientSource, ids: Tensor, lags: int = 20, positio
     spectra = [torch.linalg.svdvals(mean_jac[name] / n).numpy() for name in names]  # [K, min(D, r)] each
     svals = np.full((s, k, max(x.shape[1] for x in spectra)), np.nan)
     for i, x in enumerate(spectra):
-        svals[i, :, :x.shape[1]] = x
+        svals[i, :, : x.shape[1]] = x
     norm = norm_sum.sum(-1) / n
     forward = mode != "reverse" and callable(getattr(source, "input_jacobians", None))
-    meta = {"positions": n, "mode": "forward" if forward else "reverse", "warmup": warmup, "whitening_rank": white.rank, "embedding_dim": int(table.shape[1]),
-            "seed": seed}
-    return GradientMemory(names, list(range(1, lags + 1)), list(source.vocab.labels), svals, norm, norm_sum, support,
-                          meta)
+    meta = {
+        "positions": n,
+        "mode": "forward" if forward else "reverse",
+        "warmup": warmup,
+        "whitening_rank": white.rank,
+        "embedding_dim": int(table.shape[1]),
+        "seed": seed,
+    }
+    return GradientMemory(
+        names, list(range(1, lags + 1)), list(source.vocab.labels), svals, norm, norm_sum, support, meta
+    )
 
 
 def correlate(grad: GradientMemory, sig: Signature) -> dict[str, dict[str, Any]]:
@@ -292,9 +330,13 @@ def correlate(grad: GradientMemory, sig: Signature) -> dict[str, dict[str, Any]]
             b = sig.recall[si, sig.lags.index(lag), sc]
             ok = np.isfinite(a) & np.isfinite(b)
             per_lag[str(lag)] = spearman(a[ok], b[ok])
-        across = spearman(grad.norm[gi, [grad.lags.index(x) for x in lags]],
-                          sig.accuracy[si, [sig.lags.index(x) for x in lags]])
+        across = spearman(
+            grad.norm[gi, [grad.lags.index(x) for x in lags]], sig.accuracy[si, [sig.lags.index(x) for x in lags]]
+        )
         finite = [v for v in per_lag.values() if math.isfinite(v)]
-        out[state] = {"per_lag": per_lag, "across_lags": across,
-                      "mean_per_lag": float(np.mean(finite)) if finite else float("nan")}
+        out[state] = {
+            "per_lag": per_lag,
+            "across_lags": across,
+            "mean_per_lag": float(np.mean(finite)) if finite else float("nan"),
+        }
     return out

@@ -19,7 +19,7 @@ import tarfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -200,10 +200,16 @@ class PTBCorpus(Corpus):
         urls, sha256: per split (``train``/``dev``/``test``), where to fetch a missing file.
     """
 
-    FILES = {"train": "ptb.train.txt", "dev": "ptb.valid.txt", "test": "ptb.test.txt"}
+    FILES: ClassVar[dict[str, str]] = {"train": "ptb.train.txt", "dev": "ptb.valid.txt", "test": "ptb.test.txt"}
 
-    def __init__(self, root: str, unk: str = "", number: str = "#", urls: dict[str, str] | None = None,
-                 sha256: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        unk: str = "",
+        number: str = "#",
+        urls: dict[str, str] | None = None,
+        sha256: dict[str, str] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.unk, self.number = unk, number
         self.urls, self.sha256 = dict(urls or {}), dict(sha256 or {})

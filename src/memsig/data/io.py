@@ -45,7 +45,7 @@ def read_text(path: str | Path, what: str = "corpus file") -> str:
         line = raw[: err.start].count(b"\n") + 1
         raise CorpusError(
             f"{what} {path} is not valid UTF-8 (byte {err.start}, line {line}: "
-            f"{raw[max(0, err.start - 10): err.start + 10]!r}). Convert it first, e.g. "
+            f"{raw[max(0, err.start - 10) : err.start + 10]!r}). Convert it first, e.g. "
             f"`iconv -f latin1 -t utf-8 {path} > {path.with_suffix('.utf8' + path.suffix)}`."
         ) from None
 
@@ -104,7 +104,7 @@ def ensure_file(path: str | Path, url: str | None = None, sha256: str | None = N
         raise CorpusError(f"corpus file {path} does not exist and no download URL is configured")
     log.info("downloading %s -> %s", url, path)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (public corpus URL from config)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             data = resp.read()
     except OSError as err:
         raise CorpusError(

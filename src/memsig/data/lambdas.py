@@ -34,8 +34,9 @@ and chunks of segments are streamed for the moments and the k-means.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -127,9 +128,17 @@ class InputStatistics:
         seed: picks the initial centres.
     """
 
-    def __init__(self, statistic: Statistic = "bigram", smoothing: float = 0.5, context: Context = "previous",
-                 window: int = 20, scope: Scope = "cluster", clusters: int = 16, kmeans_iters: int = 10,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        statistic: Statistic = "bigram",
+        smoothing: float = 0.5,
+        context: Context = "previous",
+        window: int = 20,
+        scope: Scope = "cluster",
+        clusters: int = 16,
+        kmeans_iters: int = 10,
+        seed: int = 0,
+    ) -> None:
         if statistic not in ("bigram", "unigram"):
             raise ValueError(f"data.lambdas.statistic must be bigram or unigram; got {statistic!r}")
         if scope not in ("segment", "cluster", "domain"):

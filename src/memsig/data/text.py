@@ -66,8 +66,7 @@ class StreamBatches(Dataset):
         length = len(ids) // rows
         if length < 2:
             raise CorpusError(
-                f"a split of {len(ids)} symbols is too short for {rows} streams; "
-                "lower data.batch_size or use more text"
+                f"a split of {len(ids)} symbols is too short for {rows} streams; lower data.batch_size or use more text"
             )
         streams = ids[: length * rows].view(rows, length)
         self.streams = streams[rank * batch_size : (rank + 1) * batch_size].long()
@@ -103,8 +102,14 @@ class SegmentBatches(Dataset):
         ids: the split index of each of ``segments`` (default 0, 1, …).
     """
 
-    def __init__(self, segments: list[torch.Tensor], batch_size: int, rank: int = 0, world_size: int = 1,
-                 ids: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        segments: list[torch.Tensor],
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        ids: list[int] | None = None,
+    ) -> None:
         ids = list(range(len(segments))) if ids is None else ids
         kept = [i for i, s in enumerate(segments) if len(s) >= 2]
         segs = [segments[i].long() for i in kept]
@@ -128,8 +133,14 @@ class SegmentBatches(Dataset):
             targets[r, : len(s) - 1] = s[1:]
             mask[r, : len(s) - 1] = True
         history = torch.arange(t).expand(len(chosen), t)
-        return {"inputs": inputs, "targets": targets, "mask": mask, "history": history, "carry": False,
-                "segment_ids": self.origin[self.batches[i]]}
+        return {
+            "inputs": inputs,
+            "targets": targets,
+            "mask": mask,
+            "history": history,
+            "carry": False,
+            "segment_ids": self.origin[self.batches[i]],
+        }
 
 
 class _PassOrder(Sampler[int]):

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from memsig.data.corpora import Corpus, Splits
 from memsig.data.io import CorpusError, matched_lines
@@ -48,21 +48,49 @@ from memsig.data.io import CorpusError, matched_lines
 # Quotes, parens, braces and brackets become nothing: the transcripts do not mark them
 # consistently as opening or closing, and the default symbol set has none of them.
 VERBAL_PUNCT: dict[str, str] = {
-    "COMMA": ",", "PERIOD": ".", "FULL-STOP": ".", "QUESTION-MARK": "?", "EXCLAMATION-POINT": "!",
-    "EXCLAMATION-MARK": "!", "SEMI-COLON": ";", "COLON": ":", "HYPHEN": "-", "DASH": "--",
-    "ELLIPSIS": "...", "DOUBLE-QUOTE": "", "SINGLE-QUOTE": "", "QUOTE": "", "UNQUOTE": "",
-    "END-QUOTE": "", "CLOSE-QUOTE": "", "END-OF-QUOTE": "", "LEFT-PAREN": "", "RIGHT-PAREN": "",
-    "PAREN": "", "CLOSE-PAREN": "", "END-PAREN": "", "END-THE-PAREN": "", "LEFT-BRACE": "",
-    "RIGHT-BRACE": "", "LEFT-BRACKET": "", "RIGHT-BRACKET": "",
+    "COMMA": ",",
+    "PERIOD": ".",
+    "FULL-STOP": ".",
+    "QUESTION-MARK": "?",
+    "EXCLAMATION-POINT": "!",
+    "EXCLAMATION-MARK": "!",
+    "SEMI-COLON": ";",
+    "COLON": ":",
+    "HYPHEN": "-",
+    "DASH": "--",
+    "ELLIPSIS": "...",
+    "DOUBLE-QUOTE": "",
+    "SINGLE-QUOTE": "",
+    "QUOTE": "",
+    "UNQUOTE": "",
+    "END-QUOTE": "",
+    "CLOSE-QUOTE": "",
+    "END-OF-QUOTE": "",
+    "LEFT-PAREN": "",
+    "RIGHT-PAREN": "",
+    "PAREN": "",
+    "CLOSE-PAREN": "",
+    "END-PAREN": "",
+    "END-THE-PAREN": "",
+    "LEFT-BRACE": "",
+    "RIGHT-BRACE": "",
+    "LEFT-BRACKET": "",
+    "RIGHT-BRACKET": "",
 }
 _GLUE = {  # text -> (output, glued to the previous token, glued to the next token)
-    ",": (",", True, False), ".": (".", True, False), "?": ("?", True, False), "!": ("!", True, False),
-    ";": (";", True, False), ":": (":", True, False), "...": ("...", True, False),
-    "-": ("-", True, True), "--": ("-", False, False), "": ("", False, False),
+    ",": (",", True, False),
+    ".": (".", True, False),
+    "?": ("?", True, False),
+    "!": ("!", True, False),
+    ";": (";", True, False),
+    ":": (":", True, False),
+    "...": ("...", True, False),
+    "-": ("-", True, True),
+    "--": ("-", False, False),
+    "": ("", False, False),
 }
 # Symbol names that are words in any reading (``%PERCENT``, ``.POINT``): the word stays.
-SPOKEN_SYMBOLS = frozenset({"PERCENT", "POINT", "DECIMAL", "AMPERSAND", "SLASH", "DOT", "SHARP-SIGN", "PLUS",
-                            "EQUALS"})
+SPOKEN_SYMBOLS = frozenset({"PERCENT", "POINT", "DECIMAL", "AMPERSAND", "SLASH", "DOT", "SHARP-SIGN", "PLUS", "EQUALS"})
 
 _NOISE = re.compile(r"\[[^\]]*\]")  # [loud_breath] [<door_slam] [door_slam>] [/door_slam]
 _VERBAL = re.compile(r"^([^\w\s]+)([A-Za-z]+(?:-[A-Za-z]+)*)$")  # <punct chars or \><NAME>
@@ -111,21 +139,34 @@ class WSJCorpus(Corpus):
 
     name = "wsj"
 
-    def __init__(self, root: str, train_subsets: Iterable[str] = ("si_tr_s",),
-                 dev_subsets: Iterable[str] = ("si_dt_20",), test_subsets: Iterable[str] = ("si_et_05",)) -> None:
+    def __init__(
+        self,
+        root: str,
+        train_subsets: Iterable[str] = ("si_tr_s",),
+        dev_subsets: Iterable[str] = ("si_dt_20",),
+        test_subsets: Iterable[str] = ("si_et_05",),
+    ) -> None:
         self.root = Path(root)
         self.subsets = {"train": tuple(train_subsets), "dev": tuple(dev_subsets), "test": tuple(test_subsets)}
 
     def files(self) -> list[Path]:
         """Every ``.dot`` file below ``root``, in path order."""
         if not self.root.is_dir():
-            raise CorpusError(f"WSJ root {self.root} does not exist or is not a folder; expected the folder "
-                              "holding the unpacked LDC WSJ0/WSJ1 discs (LDC93S6A/B, LDC94S13A/B)")
-        found = sorted(Path(d, f) for d, _, names in os.walk(self.root, followlinks=True)  # discs may be links
-                       for f in names if f.lower().endswith(".dot"))
+            raise CorpusError(
+                f"WSJ root {self.root} does not exist or is not a folder; expected the folder "
+                "holding the unpacked LDC WSJ0/WSJ1 discs (LDC93S6A/B, LDC94S13A/B)"
+            )
+        found = sorted(
+            Path(d, f)
+            for d, _, names in os.walk(self.root, followlinks=True)  # discs may be links
+            for f in names
+            if f.lower().endswith(".dot")
+        )
         if not found:
-            raise CorpusError(f"no .dot transcript files found below WSJ root {self.root}; expected the WSJ0/WSJ1 "
-                              "transcripts, e.g. <root>/wsj0/transcrp/dots/si_tr_s/01a/01ac0100.dot")
+            raise CorpusError(
+                f"no .dot transcript files found below WSJ root {self.root}; expected the WSJ0/WSJ1 "
+                "transcripts, e.g. <root>/wsj0/transcrp/dots/si_tr_s/01a/01ac0100.dot"
+            )
         return found
 
     def split_of(self, path: Path) -> str | None:
@@ -133,15 +174,18 @@ class WSJCorpus(Corpus):
         parts = {p.lower() for p in path.relative_to(self.root).parts[:-1]}
         hits = [s for s, names in self.subsets.items() if any(n.lower() in parts for n in names)]
         if len(hits) > 1:
-            raise CorpusError(f"{path} lies in subset folders of several splits ({', '.join(hits)}); "
-                              "make train_subsets, dev_subsets and test_subsets disjoint")
+            raise CorpusError(
+                f"{path} lies in subset folders of several splits ({', '.join(hits)}); "
+                "make train_subsets, dev_subsets and test_subsets disjoint"
+            )
         return hits[0] if hits else None
 
     @staticmethod
     def read_dot(path: Path) -> list[tuple[str, str]]:
         """(uttid, raw transcript) of each non-blank line of a ``.dot`` file."""
-        return [(m.group(2), m.group(1))
-                for m in matched_lines(path, _LINE, "WSJ transcript file", "'TRANSCRIPT (UTTID)'")]
+        return [
+            (m.group(2), m.group(1)) for m in matched_lines(path, _LINE, "WSJ transcript file", "'TRANSCRIPT (UTTID)'")
+        ]
 
     def load(self) -> Splits:
         utts: dict[str, dict[str, str]] = {s: {} for s in self.subsets}
@@ -156,6 +200,7 @@ class WSJCorpus(Corpus):
                 raise CorpusError(
                     f"WSJ split {split!r} is empty: no .dot files below {self.root} lie in a folder named "
                     f"{' or '.join(map(repr, self.subsets[split]))} (case-insensitive); set {split}_subsets "
-                    "to the subset folder names of your copy")
+                    "to the subset folder names of your copy"
+                )
             out[split] = [s for s in (normalize_dot(found[u]) for u in sorted(found)) if s]
         return Splits(**out)

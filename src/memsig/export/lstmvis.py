@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -151,6 +152,7 @@ def write_lstmvis(
     types = [state_type(s, i, names) for i, s in enumerate(names)]
     with staged(folder, directory=True) as tmp:
         with h5py.File(tmp / "states.hdf5", "w") as f:
+
             def dataset(s: str) -> h5py.Dataset:  # compressed in chunks of whole rows, as LSTMVis reads them
                 shape = (n, source.state_dims[s])
                 filters = {"compression": compression, "shuffle": True, "chunks": (min(n, 256), shape[1])}
@@ -172,12 +174,22 @@ def write_lstmvis(
         config = {
             "name": name,
             "description": description or name,
-            "files": {"states": "states.hdf5", "train": "train.hdf5", "words": "train.dict",
-                      "symbol_class_dict": "symbol_class.dict"},
+            "files": {
+                "states": "states.hdf5",
+                "train": "train.hdf5",
+                "words": "train.dict",
+                "symbol_class_dict": "symbol_class.dict",
+            },
             "word_sequence": {"file": "train", "path": "words", "dict_file": "words"},
             "states": {"file": "states", "types": types},
-            "meta": {"symbol_class": {"file": "train", "path": "symbol_class", "dict": "symbol_class_dict",
-                                      "vis": {"type": "discrete", "range": "dict"}}},
+            "meta": {
+                "symbol_class": {
+                    "file": "train",
+                    "path": "symbol_class",
+                    "dict": "symbol_class_dict",
+                    "vis": {"type": "discrete", "range": "dict"},
+                }
+            },
         }
         (tmp / "lstm.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return Path(folder)

@@ -45,8 +45,23 @@ from memsig.probe.signature import Signature, _jsonable
 
 CSV_SCHEMA = "memsig.signature.csv/1"
 NC_SCHEMA = "memsig.signature.nc/1"
-CSV_COLUMNS = ["schema", "state", "lag", "symbol", "prior", "support", "correct", "recall", "recall_low",
-               "recall_high", "forward_recall", "accuracy", "ce_bits", "info_bits", "majority_rate"]
+CSV_COLUMNS = [
+    "schema",
+    "state",
+    "lag",
+    "symbol",
+    "prior",
+    "support",
+    "correct",
+    "recall",
+    "recall_low",
+    "recall_high",
+    "forward_recall",
+    "accuracy",
+    "ce_bits",
+    "info_bits",
+    "majority_rate",
+]
 
 
 def _cell(x: object) -> object:
@@ -65,8 +80,13 @@ def write_signature_csv(sig: Signature, path: str | Path) -> Path:
         "state": np.array(sig.states, dtype=object)[:, None, None],
         "lag": np.array(sig.lags)[None, :, None],
         "symbol": np.array(sig.symbols, dtype=object)[None, None, :],
-        "prior": sig.prior[None, None, :], "support": sig.support, "correct": sig.correct,
-        "recall": sig.recall, "recall_low": low, "recall_high": high, "forward_recall": forward[None, None, :],
+        "prior": sig.prior[None, None, :],
+        "support": sig.support,
+        "correct": sig.correct,
+        "recall": sig.recall,
+        "recall_low": low,
+        "recall_high": high,
+        "forward_recall": forward[None, None, :],
         **{name: getattr(sig, name)[:, :, None] for name in ("accuracy", "ce_bits", "info_bits", "majority_rate")},
     }
     columns = {name: np.broadcast_to(a, (s, k, c)).ravel().tolist() for name, a in grid.items()}
@@ -93,17 +113,29 @@ def signature_dataset(sig: Signature) -> xr.Dataset:
     variables = {
         "confusion": (("state", "lag", "symbol", "predicted"), sig.confusion.astype(np.int64)),
         "support": (cell, sig.support.astype(np.int64)),
-        "recall": (cell, sig.recall), "recall_low": (cell, low), "recall_high": (cell, high),
-        "accuracy": (marginal, sig.accuracy), "ce_bits": (marginal, sig.ce_bits.astype(np.float64)),
-        "info_bits": (marginal, sig.info_bits), "majority_rate": (marginal, sig.majority_rate),
+        "recall": (cell, sig.recall),
+        "recall_low": (cell, low),
+        "recall_high": (cell, high),
+        "accuracy": (marginal, sig.accuracy),
+        "ce_bits": (marginal, sig.ce_bits.astype(np.float64)),
+        "info_bits": (marginal, sig.info_bits),
+        "majority_rate": (marginal, sig.majority_rate),
         "prior": (("symbol",), sig.prior.astype(np.float64)),
     }
     if sig.forward_confusion is not None:
         variables["forward_confusion"] = (("symbol", "predicted"), sig.forward_confusion.astype(np.int64))
-    coords = {"state": np.array(sig.states, dtype=object), "lag": np.array(sig.lags, dtype=np.int64),
-              "symbol": np.array(sig.symbols, dtype=object), "predicted": np.array(sig.symbols, dtype=object)}
-    attrs = {"schema": NC_SCHEMA, "signature_schema": SIGNATURE_SCHEMA, "min_support": int(sig.min_support),
-             "meta": json.dumps(sig.meta, default=_jsonable)}
+    coords = {
+        "state": np.array(sig.states, dtype=object),
+        "lag": np.array(sig.lags, dtype=np.int64),
+        "symbol": np.array(sig.symbols, dtype=object),
+        "predicted": np.array(sig.symbols, dtype=object),
+    }
+    attrs = {
+        "schema": NC_SCHEMA,
+        "signature_schema": SIGNATURE_SCHEMA,
+        "min_support": int(sig.min_support),
+        "meta": json.dumps(sig.meta, default=_jsonable),
+    }
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
@@ -125,6 +157,14 @@ def load_signature_nc(path: str | Path) -> Signature:
     if ds.attrs.get("schema") != NC_SCHEMA:
         raise ValueError(f"{path} is not a memsig signature (schema {ds.attrs.get('schema')!r}, expected {NC_SCHEMA})")
     forward = ds["forward_confusion"].values if "forward_confusion" in ds else None
-    return Signature([str(s) for s in ds["state"].values], [int(x) for x in ds["lag"].values],
-                     [str(s) for s in ds["symbol"].values], ds["confusion"].values, ds["ce_bits"].values,
-                     ds["prior"].values, forward, json.loads(ds.attrs["meta"]), int(ds.attrs["min_support"]))
+    return Signature(
+        [str(s) for s in ds["state"].values],
+        [int(x) for x in ds["lag"].values],
+        [str(s) for s in ds["symbol"].values],
+        ds["confusion"].values,
+        ds["ce_bits"].values,
+        ds["prior"].values,
+        forward,
+        json.loads(ds.attrs["meta"]),
+        int(ds.attrs["min_support"]),
+    )

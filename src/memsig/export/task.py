@@ -67,10 +67,18 @@ def export_lstmvis(cfg: DictConfig, out: Path) -> Path:
     ids, extra, what = lstmvis_text(cfg, model, ckpt)
     states = OmegaConf.to_container(cfg.states) if cfg.get("states") else None
     log.info("exporting %s of %s over %d symbols of %s", states or model.state_names, ckpt, len(ids), what)
-    return write_lstmvis(model, ids, out / "lstmvis", states=states, seq_len=int(cfg.seq_len), extra=extra,
-                         dtype=cfg.get("dtype", "float32"), compression=cfg.get("compression"),
-                         name=f"memsig: {ckpt.name} over {what}",
-                         description=f"{type(model).__name__} {ckpt} over {what} ({len(ids)} symbols)")
+    return write_lstmvis(
+        model,
+        ids,
+        out / "lstmvis",
+        states=states,
+        seq_len=int(cfg.seq_len),
+        extra=extra,
+        dtype=cfg.get("dtype", "float32"),
+        compression=cfg.get("compression"),
+        name=f"memsig: {ckpt.name} over {what}",
+        description=f"{type(model).__name__} {ckpt} over {what} ({len(ids)} symbols)",
+    )
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:

@@ -40,8 +40,9 @@ MAX_SKIPPED_IN_A_ROW = 10  # overflowing steps in a row before training gives up
 log = logging.getLogger(__name__)
 
 
-def lstm_cell_states(layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor,
-                     weight_hh: Tensor | None = None) -> Tensor:
+def lstm_cell_states(
+    layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor | None = None
+) -> Tensor:
     """Cell states of a one-layer batch-first ``nn.LSTM`` at every position.
 
     Args:
@@ -73,8 +74,9 @@ def cell_states_from_gates(gates: Tensor, c0: Tensor) -> Tensor:
     return c
 
 
-def _lstm_tangents(layer: nn.LSTM, x: Tensor, dx: Tensor, h: Tensor | None, c: Tensor | None
-                   ) -> tuple[Tensor, Tensor, Tensor]:
+def _lstm_tangents(
+    layer: nn.LSTM, x: Tensor, dx: Tensor, h: Tensor | None, c: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Run LSTM ``layer`` on ``x`` ``[N, W, I]`` from ``(h, c)`` ``[N, H]`` (None: zeros) carrying the
     tangents ``dx`` ``[N, W, K, I]``: returns h ``[N, W, H]``, dh and dc ``[N, W, K, H]``."""
     w_hh = layer.weight_hh_l0
@@ -174,7 +176,9 @@ class CharLM(L.LightningModule):
             rnn(embedding_size if i == 0 else hidden_size, hidden_size, batch_first=True) for i in range(num_layers)
         )
         self.projection = nn.Linear(hidden_size, len(self.vocab))
-        self.state_names = [f"layer{i + 1}.{k}" for i in range(num_layers) for k in (("c", "h") if cell == "lstm" else ("h",))]
+        self.state_names = [
+            f"layer{i + 1}.{k}" for i in range(num_layers) for k in (("c", "h") if cell == "lstm" else ("h",))
+        ]
         self.state_dims = {name: hidden_size for name in self.state_names}
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._carried: dict[str, list[LayerState]] = {}
@@ -256,7 +260,9 @@ class CharLM(L.LightningModule):
         self.eval()
         try:
             cond = self.conditioning(batch)
-            logits, final, layers = self(batch["inputs"], self._start_state(batch, "states"), return_layers=True, **cond)
+            logits, final, layers = self(
+                batch["inputs"], self._start_state(batch, "states"), return_layers=True, **cond
+            )
             self._carry("states", final)
             out = self._named_states(layers, **cond)
         finally:
@@ -285,8 +291,10 @@ class CharLM(L.LightningModule):
         if context is not None and context.shape[1] > 0:
             with torch.no_grad():
                 _, state, _ = self(context)
-            state = [tuple(t.repeat(1, repeat, 1) for t in s) if isinstance(s, tuple) else s.repeat(1, repeat, 1)
-                     for s in state]
+            state = [
+                tuple(t.repeat(1, repeat, 1) for t in s) if isinstance(s, tuple) else s.repeat(1, repeat, 1)
+                for s in state
+            ]
         _, _, layers = self.run_embedded(emb, state, return_layers=True)
         return self._named_states(layers)
 
@@ -357,8 +365,11 @@ class CharLM(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.skipped_steps += 1
         self._skipped_in_a_row += 1
-        log.warning("step %d: non-finite gradients with a finite loss; step skipped (%d so far)",
-                    self.global_step, self.skipped_steps)
+        log.warning(
+            "step %d: non-finite gradients with a finite loss; step skipped (%d so far)",
+            self.global_step,
+            self.skipped_steps,
+        )
         if self._skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
             raise FloatingPointError(
                 f"gradients overflowed at {self._skipped_in_a_row} steps in a row (step {self.global_step}): lower "
@@ -403,8 +414,10 @@ class CharLM(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["memsig"] = {"model_class": f"{type(self).__module__}.{type(self).__qualname__}",
-                                "vocab": self.vocab.to_dict()}
+        checkpoint["memsig"] = {
+            "model_class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "vocab": self.vocab.to_dict(),
+        }
         # The training state carried into the next window, so a run resumed mid-epoch goes
         # on with it: [world_size, n_layers * (2 if lstm else 1), 1, B, H], one row per rank.
         carried = self._carried.get("train")

@@ -26,8 +26,10 @@ def _read(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file from a train run")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); is it a .ckpt file?") from None
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); is it a .ckpt file?"
+        ) from None
 
 
 def _meta(checkpoint: dict[str, Any], where: str) -> dict[str, Any]:
@@ -48,8 +50,11 @@ def check_compatible(checkpoint: dict[str, Any], model: L.LightningModule, where
         )
     theirs = checkpoint.get("hyper_parameters", {})
     arch_keys = getattr(model, "ARCH_KEYS", ())
-    diffs = [f"{k}={theirs.get(k)!r} (checkpoint) vs {model.hparams.get(k)!r} (this run)"
-             for k in arch_keys if theirs.get(k) != model.hparams.get(k)]
+    diffs = [
+        f"{k}={theirs.get(k)!r} (checkpoint) vs {model.hparams.get(k)!r} (this run)"
+        for k in arch_keys
+        if theirs.get(k) != model.hparams.get(k)
+    ]
     if diffs:
         raise CheckpointError(f"{where} has another architecture: {'; '.join(diffs)}; set the model options to match")
     model.vocab.check_same(Vocab.from_dict(meta["vocab"]), what=where)

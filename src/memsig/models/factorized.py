@@ -58,8 +58,10 @@ from memsig.vocab import Vocab
 
 LambdaNorm = Literal["standardize", "scale", "none"]
 log = logging.getLogger(__name__)
-_NO_GRADIENTS = ("state gradients of the factorized LM are not supported: its kernel depends on λ, which the "
-                 "gradient windows do not carry; run probe.py without gradients=...")
+_NO_GRADIENTS = (
+    "state gradients of the factorized LM are not supported: its kernel depends on λ, which the "
+    "gradient windows do not carry; run probe.py without gradients=..."
+)
 
 
 class LowRankBases(nn.Module):
@@ -128,8 +130,9 @@ class FactorizedCharLM(CharLM):
         v = len(self.vocab)
         self.num_bases = v * v if statistic == "bigram" else v
         gates = 4 if cell == "lstm" else 3
-        self.bases = nn.ModuleList(LowRankBases(gates * hidden_size, hidden_size, self.num_bases, basis_scale)
-                                   for _ in range(num_layers))
+        self.bases = nn.ModuleList(
+            LowRankBases(gates * hidden_size, hidden_size, self.num_bases, basis_scale) for _ in range(num_layers)
+        )
         self.register_buffer("lambda_mean", torch.zeros(self.num_bases))
         self.register_buffer("lambda_std", torch.ones(self.num_bases))
         self.register_buffer("lambda_fitted", torch.tensor(False))
@@ -143,8 +146,10 @@ class FactorizedCharLM(CharLM):
     def fit_lambda_norm(self, mean: Tensor, std: Tensor) -> None:
         """Set μ, σ ``[K]`` of the ``standardize`` normalisation (the training segments' frequencies)."""
         if mean.shape != (self.num_bases,):
-            raise ValueError(f"λ statistics have {mean.shape[-1]} entries but the model has {self.num_bases} bases; "
-                             f"set data.lambdas.statistic={self.hparams.statistic}")
+            raise ValueError(
+                f"λ statistics have {mean.shape[-1]} entries but the model has {self.num_bases} bases; "
+                f"set data.lambdas.statistic={self.hparams.statistic}"
+            )
         self.lambda_mean.copy_(mean)
         self.lambda_std.copy_(std)
         self.lambda_fitted.fill_(True)
@@ -152,8 +157,10 @@ class FactorizedCharLM(CharLM):
     def normalize(self, f: Tensor) -> Tensor:
         """z ``[..., K]`` from frequencies ``f`` ``[..., K]`` (see module docstring)."""
         if f.shape[-1] != self.num_bases:
-            raise ValueError(f"the batch's λ has {f.shape[-1]} entries but the model has {self.num_bases} bases; "
-                             f"set data.lambdas.statistic={self.hparams.statistic}")
+            raise ValueError(
+                f"the batch's λ has {f.shape[-1]} entries but the model has {self.num_bases} bases; "
+                f"set data.lambdas.statistic={self.hparams.statistic}"
+            )
         norm = self.hparams.lambda_norm
         if norm == "scale":
             return f * self.num_bases
@@ -176,10 +183,14 @@ class FactorizedCharLM(CharLM):
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
         if dm is None or getattr(dm, "lambdas", None) is None:
-            raise ValueError("the factorized LM trains on batches with λ: use a TextDataModule with data/lambdas=bigram")
+            raise ValueError(
+                "the factorized LM trains on batches with λ: use a TextDataModule with data/lambdas=bigram"
+            )
         if dm.lambdas.scope == "domain":
-            log.warning("data.lambdas.scope=domain: λ is the same for every training batch, so W_0 and the bases "
-                        "cannot be told apart and per-basis signatures mean nothing (use scope=cluster to train)")
+            log.warning(
+                "data.lambdas.scope=domain: λ is the same for every training batch, so W_0 and the bases "
+                "cannot be told apart and per-basis signatures mean nothing (use scope=cluster to train)"
+            )
         if self.hparams.lambda_norm == "standardize" and (self.hparams.lambda_refit or not bool(self.lambda_fitted)):
             self.fit_lambda_norm(*(t.to(self.device) for t in dm.lambda_moments()))
 

@@ -60,7 +60,9 @@ class NGramLM(nn.Module):
         discount: one D for every order, or None to estimate one per order from counts of counts.
     """
 
-    def __init__(self, vocab: Vocab | dict[str, Any], order: int = 5, discount: float | list[float] | None = None) -> None:
+    def __init__(
+        self, vocab: Vocab | dict[str, Any], order: int = 5, discount: float | list[float] | None = None
+    ) -> None:
         super().__init__()
         self.vocab = vocab if isinstance(vocab, Vocab) else Vocab.from_dict(dict(vocab))
         v = len(self.vocab)
@@ -71,8 +73,9 @@ class NGramLM(nn.Module):
         self.order, self.discount = order, None if discount is None else float(discount)
         self.state_names = ["context"]
         self.state_dims = {"context": (order - 1) * v + order}
-        self.register_buffer("discounts", torch.full((0 if discount is None else order,), self.discount or 0.0,
-                                                     dtype=torch.float64))  # per order, lowest first
+        self.register_buffer(
+            "discounts", torch.full((0 if discount is None else order,), self.discount or 0.0, dtype=torch.float64)
+        )  # per order, lowest first
         for k in range(1, order + 1):
             for name in TABLES:
                 self.register_buffer(f"{name}{k}", torch.zeros(0, dtype=torch.long))
@@ -216,8 +219,10 @@ class NGramLM(nn.Module):
         checkpoint = _read(path)
         meta, mine = _meta(checkpoint, f"checkpoint {path}"), f"{cls.__module__}.{cls.__qualname__}"
         if meta["model_class"] != mine:
-            raise CheckpointError(f"checkpoint {path} holds a {meta['model_class']}, not a {mine}; "
-                                  "load it with memsig.models.load_model or save an n-gram model there")
+            raise CheckpointError(
+                f"checkpoint {path} holds a {meta['model_class']}, not a {mine}; "
+                "load it with memsig.models.load_model or save an n-gram model there"
+            )
         model = cls(**checkpoint["hyper_parameters"])
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
@@ -229,8 +234,9 @@ def _merge(keys: list[Tensor], counts: list[Tensor]) -> None:
     keys[:], counts[:] = [uniq], [torch.zeros_like(uniq).index_add_(0, inv, torch.cat(counts))]
 
 
-def count_table_signature(model: NGramLM, datamodule: Any, lags: Sequence[int], alpha: float = 0.1,
-                          meta: dict[str, Any] | None = None) -> Signature:
+def count_table_signature(
+    model: NGramLM, datamodule: Any, lags: Sequence[int], alpha: float = 0.1, meta: dict[str, Any] | None = None
+) -> Signature:
     """Signature of the count-table decoder of the ``"context"`` state.
 
     On train, each (lag δ, state key, symbol at t−δ) is counted sparsely (sorted int64
@@ -256,7 +262,9 @@ def count_table_signature(model: NGramLM, datamodule: Any, lags: Sequence[int], 
         for i in range(len(data)):
             batch = data[i]
             sb = model.states(batch)
-            targets, valid = lag_targets(left.extend(split, sb.symbols, bool(batch["carry"])), sb.history, sb.mask, lags)
+            targets, valid = lag_targets(
+                left.extend(split, sb.symbols, bool(batch["carry"])), sb.history, sb.mask, lags
+            )
             groups = torch.arange(k) * span + model.state_keys(sb.states["context"]).cpu()[..., None]  # [B, T, K]
             yield sb, groups[valid.cpu()], targets[valid].cpu()
 
@@ -291,12 +299,28 @@ def count_table_signature(model: NGramLM, datamodule: Any, lags: Sequence[int], 
         unseen += torch.bincount(lag[~seen], minlength=k)
         confusion += torch.bincount((lag * c + y) * c + pred, minlength=k * c * c)
         ok = sb.mask[:, 1:] & sb.mask[:, :-1]
-        forward += torch.bincount((sb.symbols[:, 1:][ok] * c + sb.next_logits[:, :-1].argmax(-1)[ok]).cpu(),
-                                  minlength=c * c)
+        forward += torch.bincount(
+            (sb.symbols[:, 1:][ok] * c + sb.next_logits[:, :-1].argmax(-1)[ok]).cpu(), minlength=c * c
+        )
     n = confusion.view(k, -1).sum(-1).clamp(min=1)
-    info = {"probe": {"mode": "count_table", "states": ["context"], "lags": lags, "alpha": alpha,
-                      "train_keys": torch.bincount(group_keys // span, minlength=k).tolist(),
-                      "test_unseen_rate": (unseen / n).tolist()}, **(meta or {})}
-    return Signature(["context"], lags, list(model.vocab.labels), confusion.view(1, k, c, c).numpy(),
-                     (nll / n).view(1, k).numpy(), (prior_counts / prior_counts.sum()).numpy(),
-                     forward.view(c, c).numpy(), info)
+    info = {
+        "probe": {
+            "mode": "count_table",
+            "states": ["context"],
+            "lags": lags,
+            "alpha": alpha,
+            "train_keys": torch.bincount(group_keys // span, minlength=k).tolist(),
+            "test_unseen_rate": (unseen / n).tolist(),
+        },
+        **(meta or {}),
+    }
+    return Signature(
+        ["context"],
+        lags,
+        list(model.vocab.labels),
+        confusion.view(1, k, c, c).numpy(),
+        (nll / n).view(1, k).numpy(),
+        (prior_counts / prior_counts.sum()).numpy(),
+        forward.view(c, c).numpy(),
+        info,
+    )

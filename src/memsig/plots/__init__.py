@@ -1,7 +1,23 @@
 """Figures of memory signatures (matplotlib Figures, no pyplot state)."""
 
 from memsig.plots.gradients import gradient_figure
-from memsig.plots.heatmaps import (confusion_plot, departure_bars, difference_map, marginal_curves, save_figure, side_by_side,
-                                   signature_heatmap)
+from memsig.plots.heatmaps import (
+    confusion_plot,
+    departure_bars,
+    difference_map,
+    marginal_curves,
+    save_figure,
+    side_by_side,
+    signature_heatmap,
+)
 
-__all__ = ["confusion_plot", "gradient_figure", "departure_bars", "difference_map", "marginal_curves", "save_figure", "side_by_side", "signature_heatmap"]
+__all__ = [
+    "confusion_plot",
+    "departure_bars",
+    "difference_map",
+    "gradient_figure",
+    "marginal_curves",
+    "save_figure",
+    "side_by_side",
+    "signature_heatmap",
+]

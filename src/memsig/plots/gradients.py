@@ -25,8 +25,12 @@ def gradient_figure(grad: GradientMemory, state: str, top: int = 5) -> Figure:
     for j, lag in enumerate(grad.lags):
         sv = grad.singular_values[i, j]
         sv = sv[np.isfinite(sv)]
-        spectra.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv, 1e-12), color=cmap(j / max(k - 1, 1)),
-                         label=f"δ={lag}" if j in (0, k - 1) or k <= 6 else None)
+        spectra.semilogy(
+            np.arange(1, len(sv) + 1),
+            np.maximum(sv, 1e-12),
+            color=cmap(j / max(k - 1, 1)),
+            label=f"δ={lag}" if j in (0, k - 1) or k <= 6 else None,
+        )
     spectra.set(xlabel="singular value index", ylabel="singular value (whitened)", title="spectrum per lag")
     spectra.legend(fontsize=7)
     decay.semilogy(grad.lags, np.maximum(grad.decay(top)[i], 1e-12), "o-", label=f"sum of top {top} singular values")

@@ -108,7 +108,9 @@ def marginal_curves(sigs: dict[str, Signature] | Signature, states: list[str] | 
             accuracy = 100 * sig.accuracy[sig.index(state)]
             ax.plot(sig.lags, accuracy, style, color=colour, marker=".", label=prefix + state)
         rate = 100 * sig.majority_rate[0]
-        if not any(len(m) == len(rate) and np.allclose(m, rate, atol=0.05) for m in majorities):  # one line per distinct rate
+        if not any(
+            len(m) == len(rate) and np.allclose(m, rate, atol=0.05) for m in majorities
+        ):  # one line per distinct rate
             majorities.append(rate)
             ax.plot(sig.lags, rate, ":", color="0.5", label=f"{prefix}majority class")
     if len(majorities) == 1:  # shared by every signature
@@ -125,8 +127,9 @@ def marginal_curves(sigs: dict[str, Signature] | Signature, states: list[str] | 
     return fig
 
 
-def difference_map(a: Signature, b: Signature, state_a: str, state_b: str | None = None,
-                   labels: tuple[str, str] = ("A", "B")) -> Figure:
+def difference_map(
+    a: Signature, b: Signature, state_a: str, state_b: str | None = None, labels: tuple[str, str] = ("A", "B")
+) -> Figure:
     """Recall of ``a`` minus ``b`` in points ``[shared lags, shared symbols]``: red = a better, blue = b better.
 
     The colour scale is symmetric around 0; cells NaN in either signature are masked.
@@ -140,8 +143,10 @@ def difference_map(a: Signature, b: Signature, state_a: str, state_b: str | None
     image = _grid(ax, diff, "RdBu_r", Normalize(-vmax, vmax))
     _label(ax, lags, symbols)
     fig.colorbar(image, ax=ax, label=f"recall {labels[0]} − {labels[1]} (points)")
-    ax.set_title(f"{labels[0]} ({state_a}) − {labels[1]} ({state_b})\nred: {labels[0]} recalls better, "
-                 f"blue: {labels[1]} better", fontsize=10)
+    ax.set_title(
+        f"{labels[0]} ({state_a}) − {labels[1]} ({state_b})\nred: {labels[0]} recalls better, blue: {labels[1]} better",
+        fontsize=10,
+    )
     _nan_note(fig, diff, max(a.min_support, b.min_support))
     return fig
 
@@ -183,7 +188,7 @@ def side_by_side(sigs: dict[str, Signature], state: str | dict[str, str]) -> Fig
         image = _grid(ax, 100 * sig.recall[sig.index(states[name])])
         _label(ax, sig.lags, sig.symbols, ylabel=j % cols == 0)
         ax.set_title(name if name == states[name] else f"{name}\n{states[name]}", fontsize=10)
-    for ax in axes[len(sigs):]:
+    for ax in axes[len(sigs) :]:
         ax.set_axis_off()
     fig.colorbar(image, ax=list(axes), label="recall (%)")
     return fig
@@ -197,8 +202,11 @@ def departure_bars(rows: list[dict], top: int = 30) -> Figure:
     fig = Figure(figsize=(max(6.0, 0.22 * len(shown) + 1.5), 3.6), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(shown))
-    ax.bar(x, [100 * r["distance"] for r in shown], color=["#54278f" if i < top or len(rows) <= 2 * top else "#bcbddc"
-                                                          for i in range(len(shown))])
+    ax.bar(
+        x,
+        [100 * r["distance"] for r in shown],
+        color=["#54278f" if i < top or len(rows) <= 2 * top else "#bcbddc" for i in range(len(shown))],
+    )
     ax.set_xticks(x, [r["basis"] for r in shown], rotation=90, fontsize=8)
     ax.set_xlabel("basis (bigram)" + ("" if len(rows) <= 2 * top else f": the {top} largest, then the {top} smallest"))
     ax.set_ylabel("departure from base kernel\n(mean |Δ recall|, points)")

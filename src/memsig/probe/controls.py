@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,7 +68,10 @@ class ControlledSource(nn.Module):
         self.controls = check_controls(controls)
         self.random = random_copy(source, seed) if "random" in self.controls else None
         self.vocab = source.vocab
-        self.state_names = [*source.state_names, *(control_spec(c, n) for c in self.controls for n in source.state_names)]
+        self.state_names = [
+            *source.state_names,
+            *(control_spec(c, n) for c in self.controls for n in source.state_names),
+        ]
         self.state_dims = {name: source.state_dims[name.rpartition(":")[2]] for name in self.state_names}
         self._gen = torch.Generator().manual_seed(seed)
 

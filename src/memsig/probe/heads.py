@@ -38,15 +38,25 @@ class BatchedMLPHeads(nn.Module):
     Every parameter and best-weight buffer has the head axis first (``[K, ...]``).
     """
 
-    def __init__(self, num_heads: int, in_dim: int, width: int, depth: int, num_classes: int,
-                 dropout_state: float = 0.0, dropout_hidden: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_heads: int,
+        in_dim: int,
+        width: int,
+        depth: int,
+        num_classes: int,
+        dropout_state: float = 0.0,
+        dropout_hidden: float = 0.0,
+    ) -> None:
         super().__init__()
         self.k, self.width, self.depth, self.c = num_heads, width, depth if width else 0, num_classes
         self.dropout_state, self.dropout_hidden = dropout_state, dropout_hidden
         first_out = width if width else num_classes
         self.w_in = _uniform((num_heads * first_out, in_dim), in_dim)
         self.b_in = _uniform((num_heads * first_out, 1), in_dim)
-        self.w_hidden = nn.ParameterList(_uniform((num_heads, width, width), width) for _ in range(max(0, self.depth - 1)))
+        self.w_hidden = nn.ParameterList(
+            _uniform((num_heads, width, width), width) for _ in range(max(0, self.depth - 1))
+        )
         self.b_hidden = nn.ParameterList(_uniform((num_heads, width, 1), width) for _ in range(max(0, self.depth - 1)))
         if width:
             self.w_out = _uniform((num_heads, num_classes, width), width)
@@ -71,8 +81,10 @@ class BatchedMLPHeads(nn.Module):
 
     def _head_views(self) -> list[tuple[Tensor, Tensor]]:
         """(param, best buffer), both viewed as ``[K, rest]``."""
-        return [(p.view(self.k, -1), getattr(self, "best_" + name.replace(".", "_")).view(self.k, -1))
-                for name, p in self.named_parameters()]
+        return [
+            (p.view(self.k, -1), getattr(self, "best_" + name.replace(".", "_")).view(self.k, -1))
+            for name, p in self.named_parameters()
+        ]
 
     @torch.no_grad()
     def keep_best(self, dev_loss: Tensor) -> Tensor:

@@ -129,7 +129,9 @@ class MultiHeadProbe(L.LightningModule):
         # the bigram ending at t - δ needs one more symbol of history than the symbol itself
         return bigram_labels(ext, len(self.source.vocab)), sb.history - 1, sb.mask & (sb.history >= 1)
 
-    def _batch_features(self, batch: dict[str, Any], stage: str) -> tuple[dict[str, Tensor], Tensor, Tensor, StateBatch]:
+    def _batch_features(
+        self, batch: dict[str, Any], stage: str
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor, StateBatch]:
         """Features ``[N, D]`` per probed state, targets and validity ``[N, K]`` at the chosen positions."""
         for src in (self.source, *self._random):
             if isinstance(src, nn.Module):
@@ -193,8 +195,10 @@ class MultiHeadProbe(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         k = len(self.hparams.lags)
-        self._eval = {"ce": torch.zeros(len(self.groups), k, device=self.device),
-                      "n": torch.zeros(len(self.groups), k, device=self.device)}
+        self._eval = {
+            "ce": torch.zeros(len(self.groups), k, device=self.device),
+            "n": torch.zeros(len(self.groups), k, device=self.device),
+        }
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         feats, y, v, _ = self._batch_features(batch, "val")
@@ -208,8 +212,14 @@ class MultiHeadProbe(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         improved = torch.stack([heads.keep_best(dev[g]) for g, heads in enumerate(self.heads)])
-        self.log_dict({"val/loss": dev.mean(), "val/best_loss": self.best_dev_loss().mean(),
-                       "val/improved_heads": improved.float().mean()}, prog_bar=True)
+        self.log_dict(
+            {
+                "val/loss": dev.mean(),
+                "val/best_loss": self.best_dev_loss().mean(),
+                "val/improved_heads": improved.float().mean(),
+            },
+            prog_bar=True,
+        )
 
     def best_dev_loss(self) -> Tensor:
         """``[groups, K]`` each head's best dev loss so far (inf before the first validation)."""
@@ -217,9 +227,11 @@ class MultiHeadProbe(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         k, c = len(self.hparams.lags), self.num_classes
-        self._eval = {"confusion": torch.zeros(len(self.groups), k, c * c, dtype=torch.long, device=self.device),
-                      "ce": torch.zeros(len(self.groups), k, dtype=torch.float64, device=self.device),
-                      "forward": torch.zeros(len(self.source.vocab) ** 2, dtype=torch.long, device=self.device)}
+        self._eval = {
+            "confusion": torch.zeros(len(self.groups), k, c * c, dtype=torch.long, device=self.device),
+            "ce": torch.zeros(len(self.groups), k, dtype=torch.float64, device=self.device),
+            "forward": torch.zeros(len(self.source.vocab) ** 2, dtype=torch.long, device=self.device),
+        }
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         feats, y, v, sb = self._batch_features(batch, "test")
@@ -242,8 +254,10 @@ class MultiHeadProbe(L.LightningModule):
         """The swept keep probability with the lowest mean best-dev-loss over the real states' heads."""
         best = self.best_dev_loss()
         real = set(self.hparams.states)
-        scores = {p: float(best[[i for i, (s, q) in enumerate(self.groups) if q == p and s in real]].mean())
-                  for p in self.hparams.keep_probs}
+        scores = {
+            p: float(best[[i for i, (s, q) in enumerate(self.groups) if q == p and s in real]].mean())
+            for p in self.hparams.keep_probs
+        }
         return min(scores, key=lambda p: (math.isnan(scores[p]), scores[p]))
 
     def signature(self, prior: np.ndarray, symbols: list[str], meta: dict[str, Any] | None = None) -> Signature:
@@ -258,15 +272,26 @@ class MultiHeadProbe(L.LightningModule):
         ce_bits = self._eval["ce"][idx].cpu().numpy() / np.maximum(counts, 1) / math.log(2)
         v = len(self.source.vocab)
         fwd = self._eval["forward"].view(v, v).cpu().numpy() if self.hparams.target == "symbol" else None
-        info = {"probe": {**dict(self.hparams), "widths": self.widths, "keep_prob": p},
-                "dev_loss": {f"{s}@{q}": [round(float(x), 5) for x in row]
-                             for (s, q), row in zip(self.groups, self.best_dev_loss())},
-                **(meta or {})}
-        return Signature([self.groups[i][0] for i in idx], list(self.hparams.lags), list(symbols), confusion,
-                         ce_bits, np.asarray(prior, dtype=np.float64), fwd if fwd is not None and fwd.sum() else None,
-                         info)
+        info = {
+            "probe": {**dict(self.hparams), "widths": self.widths, "keep_prob": p},
+            "dev_loss": {
+                f"{s}@{q}": [round(float(x), 5) for x in row] for (s, q), row in zip(self.groups, self.best_dev_loss())
+            },
+            **(meta or {}),
+        }
+        return Signature(
+            [self.groups[i][0] for i in idx],
+            list(self.hparams.lags),
+            list(symbols),
+            confusion,
+            ce_bits,
+            np.asarray(prior, dtype=np.float64),
+            fwd if fwd is not None and fwd.sum() else None,
+            info,
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # fused: one kernel per step for all heads' elementwise updates (a fifth of a step otherwise)
-        return torch.optim.Adam(self.heads.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                fused=True)
+        return torch.optim.Adam(
+            self.heads.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True
+        )

@@ -51,7 +51,8 @@ it under-recalls rare symbols.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,8 +94,9 @@ class ReLUFeatures:
         return torch.cat([z, torch.relu(z @ self.proj + self.bias), z.new_ones(len(z), 1)], -1)
 
 
-def _batches(source: StateSource, datamodule: Any, split: str, lags: list[int], common: bool,
-             max_batches: int | None) -> Iterator[tuple[StateBatch, Tensor, Tensor]]:
+def _batches(
+    source: StateSource, datamodule: Any, split: str, lags: list[int], common: bool, max_batches: int | None
+) -> Iterator[tuple[StateBatch, Tensor, Tensor]]:
     """The first ``max_batches`` batches of a split in order: states, targets and validity ``[B·T, K]``."""
     device = torch.device("cpu")
     if isinstance(source, nn.Module):
@@ -123,10 +125,16 @@ def _sample(n: int, size: int | None, gen: torch.Generator, device: torch.device
     return keep.to(device)
 
 
-def train_moments(source: StateSource, datamodule: Any, states: Sequence[str] | None = None,
-                  lags: Sequence[int] | None = None, max_batches: int | None = None, features: int = 0,
-                  train_positions: int | None = None,
-                  seed: int = 0) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, ReLUFeatures]]:
+def train_moments(
+    source: StateSource,
+    datamodule: Any,
+    states: Sequence[str] | None = None,
+    lags: Sequence[int] | None = None,
+    max_batches: int | None = None,
+    features: int = 0,
+    train_positions: int | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, ReLUFeatures]]:
     """One pass over train: per state, the Gram ``[K, D'+1, D'+1]`` and cross moment ``[K, D'+1, C]``
     of each lag in feature space, and the feature maps (:class:`ReLUFeatures` with ``features``
     random features, fitted on the first batch).
@@ -162,16 +170,23 @@ def train_moments(source: StateSource, datamodule: Any, states: Sequence[str] | 
             f = phi[s](x)
             d = f.shape[1]
             if s not in gram:
-                gram[s], corr[s], cross[s] = (torch.zeros(d, d, dtype=F64, device=f.device),
-                                              torch.zeros(up + down, d, d, dtype=F64, device=f.device),
-                                              torch.zeros(d, k * c, dtype=F64, device=f.device))
+                gram[s], corr[s], cross[s] = (
+                    torch.zeros(d, d, dtype=F64, device=f.device),
+                    torch.zeros(up + down, d, d, dtype=F64, device=f.device),
+                    torch.zeros(d, k * c, dtype=F64, device=f.device),
+                )
             gram[s] += (f.T @ f).double()
             cross[s] += (f.T @ onehot).double()
             for jj, sel in enumerate(levels):
                 if sel.any():
                     corr[s][jj] += (f[sel].T @ f[sel]).double()
-    moments = {s: (gram[s] - torch.einsum("kj,jde->kde", excluded.to(gram[s].device), corr[s]),
-                   cross[s].view(-1, k, c).transpose(0, 1)) for s in states}
+    moments = {
+        s: (
+            gram[s] - torch.einsum("kj,jde->kde", excluded.to(gram[s].device), corr[s]),
+            cross[s].view(-1, k, c).transpose(0, 1),
+        )
+        for s in states
+    }
     return moments, phi
 
 
@@ -191,9 +206,14 @@ def ridge_weights(gram: Tensor, cross: Tensor, ridge: Sequence[float]) -> Tensor
     scale = (cov.diagonal(dim1=-2, dim2=-1).sum(-1) / cov.shape[-1]).clamp(min=torch.finfo(F64).tiny)
     lam = torch.tensor(list(ridge), dtype=F64, device=gram.device)
     eye = torch.eye(cov.shape[-1], dtype=F64, device=gram.device)
-    w = torch.stack([torch.cholesky_solve(xy[i].expand(len(lam), -1, -1),
-                                          torch.linalg.cholesky(cov[i] + (lam * scale[i])[:, None, None] * eye))
-                     for i in range(len(cov))])  # [K, L, D, C]
+    w = torch.stack(
+        [
+            torch.cholesky_solve(
+                xy[i].expand(len(lam), -1, -1), torch.linalg.cholesky(cov[i] + (lam * scale[i])[:, None, None] * eye)
+            )
+            for i in range(len(cov))
+        ]
+    )  # [K, L, D, C]
     bias = ybar[:, None, :] - (mu[:, None, None, :] @ w).squeeze(-2)
     return torch.cat([w, bias[:, :, None, :]], -2)
 
@@ -224,7 +244,7 @@ def vector_scaling(z: Tensor, y: Tensor, v: Tensor, iterations: int = 30) -> tup
     Returns:
         ``a, b`` ``[K, C]`` each (float64); logits are ``a[:, None] * z + b[:, None]``.
     """
-    fits = [_newton_scaling(z[i:i + 1], y[i:i + 1], v[i:i + 1], iterations) for i in range(len(z))]  # cache-sized
+    fits = [_newton_scaling(z[i : i + 1], y[i : i + 1], v[i : i + 1], iterations) for i in range(len(z))]  # cache-sized
     return torch.cat([a for a, _ in fits]), torch.cat([b for _, b in fits])
 
 
@@ -272,12 +292,24 @@ def _newton_scaling(z: Tensor, y: Tensor, v: Tensor, iterations: int) -> tuple[T
     return theta[:, :c], theta[:, c:]
 
 
-def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] | None = None,
-                    lags: Sequence[int] | None = None, features: int = 512, train_positions: int | None = 4096,
-                    ridge: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1, 10), max_train_batches: int | None = None,
-                    max_eval_batches: int | None = None, calibrate: bool = True, common_positions: bool = False,
-                    controls: Sequence[str] = (), seed: int = 0, depth: int = 1,
-                    prior: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> Signature:
+def quick_signature(
+    source: StateSource,
+    datamodule: Any,
+    states: Sequence[str] | None = None,
+    lags: Sequence[int] | None = None,
+    features: int = 512,
+    train_positions: int | None = 4096,
+    ridge: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1, 10),
+    max_train_batches: int | None = None,
+    max_eval_batches: int | None = None,
+    calibrate: bool = True,
+    common_positions: bool = False,
+    controls: Sequence[str] = (),
+    seed: int = 0,
+    depth: int = 1,
+    prior: np.ndarray | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Signature:
     """The quick signature of ``source`` (see module docstring for method and caveats).
 
     Args:
@@ -362,14 +394,33 @@ def quick_signature(source: StateSource, datamodule: Any, states: Sequence[str] 
         prior = prior / prior.sum()
     conf = confusion.view(len(states), k, c, c).numpy()
     ce_bits = ce.numpy() / np.maximum(conf.sum((-1, -2)), 1) / math.log(2)
-    info = {"probe": {"mode": "quick", "states": states, "lags": lags, "features": features,
-                      "train_positions": train_positions, "ridge_grid": list(ridge),
-                      "ridge": {s: [float(ridge[j]) for j in best[s]] for s in states},
-                      "calibrated": calibrate, "calibration_positions": n_held,
-                      "dev_accuracy": {s: (correct[s][ar, best[s]] / dev_n.clamp(min=1)).tolist() for s in states},
-                      "common_positions": common_positions, "controls": list(controls),
-                      "max_train_batches": max_train_batches,
-                      "max_eval_batches": max_eval_batches, "seed": seed},
-            **(meta or {})}
-    return Signature(states, lags, list(source.vocab.labels), conf, ce_bits, np.asarray(prior, dtype=np.float64),
-                     forward.view(c, c).numpy() if forward.sum() else None, info)
+    info = {
+        "probe": {
+            "mode": "quick",
+            "states": states,
+            "lags": lags,
+            "features": features,
+            "train_positions": train_positions,
+            "ridge_grid": list(ridge),
+            "ridge": {s: [float(ridge[j]) for j in best[s]] for s in states},
+            "calibrated": calibrate,
+            "calibration_positions": n_held,
+            "dev_accuracy": {s: (correct[s][ar, best[s]] / dev_n.clamp(min=1)).tolist() for s in states},
+            "common_positions": common_positions,
+            "controls": list(controls),
+            "max_train_batches": max_train_batches,
+            "max_eval_batches": max_eval_batches,
+            "seed": seed,
+        },
+        **(meta or {}),
+    }
+    return Signature(
+        states,
+        lags,
+        list(source.vocab.labels),
+        conf,
+        ce_bits,
+        np.asarray(prior, dtype=np.float64),
+        forward.view(c, c).numpy() if forward.sum() else None,
+        info,
+    )

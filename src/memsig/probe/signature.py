@@ -142,8 +142,17 @@ class Signature:
     def select(self, states: list[str]) -> Signature:
         """A signature with only ``states`` (in that order)."""
         idx = [self.index(s) for s in states]
-        return Signature(list(states), list(self.lags), list(self.symbols), self.confusion[idx], self.ce_bits[idx],
-                         self.prior, self.forward_confusion, dict(self.meta), self.min_support)
+        return Signature(
+            list(states),
+            list(self.lags),
+            list(self.symbols),
+            self.confusion[idx],
+            self.ce_bits[idx],
+            self.prior,
+            self.forward_confusion,
+            dict(self.meta),
+            self.min_support,
+        )
 
     def table(self) -> str:
         """Marginal recall per lag (rows) and state (columns) as aligned text."""
@@ -151,15 +160,21 @@ class Signature:
         head = "lag".rjust(5) + "".join(s.rjust(width) for s in self.states) + "majority".rjust(10)
         rows = [head]
         for j, lag in enumerate(self.lags):
-            rows.append(f"{lag:5d}" + "".join(f"{self.accuracy[i, j]:{width}.3f}" for i in range(len(self.states)))
-                        + f"{self.majority_rate[0, j]:10.3f}")
+            rows.append(
+                f"{lag:5d}"
+                + "".join(f"{self.accuracy[i, j]:{width}.3f}" for i in range(len(self.states)))
+                + f"{self.majority_rate[0, j]:10.3f}"
+            )
         return "\n".join(rows)
 
     # -------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write the signature as one ``.npz`` (atomic)."""
-        arrays = {"confusion": self.confusion.astype(np.int64), "ce_bits": self.ce_bits.astype(np.float64),
-                  "prior": self.prior.astype(np.float64)}
+        arrays = {
+            "confusion": self.confusion.astype(np.int64),
+            "ce_bits": self.ce_bits.astype(np.float64),
+            "prior": self.prior.astype(np.float64),
+        }
         if self.forward_confusion is not None:
             arrays["forward_confusion"] = self.forward_confusion.astype(np.int64)
         axes = {"state": self.states, "lag": self.lags, "symbol": self.symbols}
@@ -169,23 +184,47 @@ class Signature:
     def load(cls, path: str | Path) -> Signature:
         head, z = read_labelled(path, SCHEMA, "signature", "probe.py writes signature.npz into its run dir")
         axes = head["axes"]
-        return cls(list(axes["state"]), [int(x) for x in axes["lag"]], list(axes["symbol"]), z["confusion"],
-                   z["ce_bits"], z["prior"], z.get("forward_confusion"), head["meta"], int(head["min_support"]))
+        return cls(
+            list(axes["state"]),
+            [int(x) for x in axes["lag"]],
+            list(axes["symbol"]),
+            z["confusion"],
+            z["ce_bits"],
+            z["prior"],
+            z.get("forward_confusion"),
+            head["meta"],
+            int(head["min_support"]),
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Signature):
             return NotImplemented
         same_fwd = (self.forward_confusion is None and other.forward_confusion is None) or (
-            self.forward_confusion is not None and other.forward_confusion is not None
-            and np.array_equal(self.forward_confusion, other.forward_confusion))
-        return (self.states == other.states and self.lags == other.lags and self.symbols == other.symbols
-                and np.array_equal(self.confusion, other.confusion) and np.array_equal(self.ce_bits, other.ce_bits)
-                and np.array_equal(self.prior, other.prior) and same_fwd and self.meta == other.meta
-                and self.min_support == other.min_support)
+            self.forward_confusion is not None
+            and other.forward_confusion is not None
+            and np.array_equal(self.forward_confusion, other.forward_confusion)
+        )
+        return (
+            self.states == other.states
+            and self.lags == other.lags
+            and self.symbols == other.symbols
+            and np.array_equal(self.confusion, other.confusion)
+            and np.array_equal(self.ce_bits, other.ce_bits)
+            and np.array_equal(self.prior, other.prior)
+            and same_fwd
+            and self.meta == other.meta
+            and self.min_support == other.min_support
+        )
 
 
-def write_labelled(path: str | Path, schema: str, axes: dict[str, list], min_support: int, meta: dict[str, Any],
-                   arrays: dict[str, np.ndarray]) -> Path:
+def write_labelled(
+    path: str | Path,
+    schema: str,
+    axes: dict[str, list],
+    min_support: int,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+) -> Path:
     """Write ``arrays`` as one compressed ``.npz`` (atomic) with a JSON ``meta`` entry naming the
     ``schema``, the ``axes`` labels, ``min_support`` and the provenance ``meta``."""
     head = {"schema": schema, "axes": axes, "min_support": min_support, "meta": meta}
@@ -195,7 +234,9 @@ def write_labelled(path: str | Path, schema: str, axes: dict[str, list], min_sup
     return Path(path)
 
 
-def read_labelled(path: str | Path, schema: str, what: str, writer: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def read_labelled(
+    path: str | Path, schema: str, what: str, writer: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The JSON head and the arrays of a :func:`write_labelled` file of ``schema``; ``what`` and
     ``writer`` (which command writes it) name the file in errors."""
     path = Path(path)

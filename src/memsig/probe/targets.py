@@ -23,7 +23,7 @@ ending at each position, :func:`bigram_labels`) work the same way.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -31,7 +31,9 @@ from torch import Tensor
 from memsig.states import StateSource
 
 
-def resolve_probe(source: StateSource, states: Sequence[str] | None, lags: Sequence[int] | None) -> tuple[list[str], list[int]]:
+def resolve_probe(
+    source: StateSource, states: Sequence[str] | None, lags: Sequence[int] | None
+) -> tuple[list[str], list[int]]:
     """The probed states and lags, with the defaults every probe shares, checked.
 
     States default to the source's cell states ``*.c`` (the paper probes LSTM cell
@@ -80,7 +82,9 @@ class LeftContext:
         self._prev.clear()
 
 
-def lag_targets(ext: Tensor, history: Tensor, mask: Tensor, lags: list[int], common: bool = False) -> tuple[Tensor, Tensor]:
+def lag_targets(
+    ext: Tensor, history: Tensor, mask: Tensor, lags: list[int], common: bool = False
+) -> tuple[Tensor, Tensor]:
     """Targets of every lag at every position.
 
     Args:

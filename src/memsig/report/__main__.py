@@ -13,13 +13,20 @@ from memsig.tasks.report import StudySettings, add_study_arguments
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, write the report, print where it is; 0, or 2 with the reason when there is nothing to report."""
-    ap = argparse.ArgumentParser(prog="report.py", description="Write one self-contained interactive HTML page "
-                                 "(report.html) for a probe run, a train run or a multirun dir; it opens offline.")
-    ap.add_argument("dir", type=Path, help="probe run dir (signature.npz), train run dir (metrics.json + "
-                    "signatures/) or multirun dir (job folders)")
+    ap = argparse.ArgumentParser(
+        prog="report.py",
+        description="Write one self-contained interactive HTML page "
+        "(report.html) for a probe run, a train run or a multirun dir; it opens offline.",
+    )
+    ap.add_argument(
+        "dir",
+        type=Path,
+        help="probe run dir (signature.npz), train run dir (metrics.json + signatures/) or multirun dir (job folders)",
+    )
     ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of a multirun's distance intervals")
-    study = ap.add_argument_group("multirun", "how a multirun page names and compares its models (as the "
-                                  "experiment's StudyReport callback does)")
+    study = ap.add_argument_group(
+        "multirun", "how a multirun page names and compares its models (as the experiment's StudyReport callback does)"
+    )
     add_study_arguments(study)
     args = ap.parse_args(argv)
     settings = StudySettings(args.title, args.label, args.select_over, args.difference)

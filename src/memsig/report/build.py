@@ -9,30 +9,46 @@ from typing import Any
 
 from memsig.data.io import atomic_write_bytes
 from memsig.probe.signature import Signature
-from memsig.report.figures import (GradientLike, difference_maps, gradient_decay, gradient_map, marginal_curves,
-                                   side_by_side, signature_heatmap, singular_spectra)
+from memsig.report.figures import (
+    GradientLike,
+    difference_maps,
+    gradient_decay,
+    gradient_map,
+    marginal_curves,
+    side_by_side,
+    signature_heatmap,
+    singular_spectra,
+)
 from memsig.report.page import Page
 from memsig.report.sources import EXPECTED, ReportError, RunResults, checkpoint_status, kind_of, load_run
 from memsig.tasks.report import StudySettings, collect, distance_rows, model_rows, named_signatures, recall_rows
 
 REPORT = "report.html"
 MODEL_KEYS = ("cell", "num_layers", "hidden_size", "embedding_size", "order")  # shown in the one-line model summary
-HOW_TO_READ = ("Interactive figures: hover a cell or point for its value, drag to zoom, double-click to zoom back; "
-               "click a legend entry to hide a curve. The page is self-contained and works offline.")
-HEATMAP_NOTE = ("Recall of the input symbol at t−δ (x: the symbol, y: lag δ, δ = 1 at the top) by the decoder trained "
-                "on one state; white 0 % → dark purple 100 % on a fixed scale, as in Koppula, Sim & Chin (2018). "
-                "Grey cells have fewer than {min_support} test positions (no estimate). Hover a cell for its 95 % "
-                "Wilson interval and its test positions.")
-STRIPS_NOTE = ("Beside each heatmap, the column 'all' is the overall recall per lag; the strip 'forward' on top is "
-               "the model's own next-symbol accuracy per symbol.")
-CURVES_NOTE = ("Overall recall per lag. Solid: the trained model's states. Dashed (random:): the same probe on a "
-               "randomly initialised copy of the model — memory the architecture gives for free. Dash-dotted "
-               "(shuffled:): the real states shuffled across positions, which must sit at the majority rate. "
-               "Dotted grey: always answering the most frequent symbol; a decoder with nothing left to go on "
-               "does that.")
+HOW_TO_READ = (
+    "Interactive figures: hover a cell or point for its value, drag to zoom, double-click to zoom back; "
+    "click a legend entry to hide a curve. The page is self-contained and works offline."
+)
+HEATMAP_NOTE = (
+    "Recall of the input symbol at t−δ (x: the symbol, y: lag δ, δ = 1 at the top) by the decoder trained "
+    "on one state; white 0 % → dark purple 100 % on a fixed scale, as in Koppula, Sim & Chin (2018). "
+    "Grey cells have fewer than {min_support} test positions (no estimate). Hover a cell for its 95 % "
+    "Wilson interval and its test positions."
+)
+STRIPS_NOTE = (
+    "Beside each heatmap, the column 'all' is the overall recall per lag; the strip 'forward' on top is "
+    "the model's own next-symbol accuracy per symbol."
+)
+CURVES_NOTE = (
+    "Overall recall per lag. Solid: the trained model's states. Dashed (random:): the same probe on a "
+    "randomly initialised copy of the model — memory the architecture gives for free. Dash-dotted "
+    "(shuffled:): the real states shuffled across positions, which must sit at the majority rate. "
+    "Dotted grey: always answering the most frequent symbol; a decoder with nothing left to go on "
+    "does that."
+)
 
 
-def write_report(path: str | Path, n_boot: int = 200, study: StudySettings = StudySettings()) -> Path:
+def write_report(path: str | Path, n_boot: int = 200, study: StudySettings | None = None) -> Path:
     """Write ``<path>/report.html``, one self-contained interactive page (atomic); its path.
 
     ``path`` is a probe run dir, a train run dir or a multirun dir (see :mod:`memsig.report.sources`);
@@ -47,11 +63,13 @@ def write_report(path: str | Path, n_boot: int = 200, study: StudySettings = Stu
     return out
 
 
-def build_report(path: str | Path, n_boot: int = 200, study: StudySettings = StudySettings()) -> Page:
+def build_report(path: str | Path, n_boot: int = 200, study: StudySettings | None = None) -> Page:
     """The page :func:`write_report` writes (not rendered yet)."""
     path = Path(path)
     kind = kind_of(path)
-    return _sweep_page(path, n_boot, study) if kind == "sweep" else _run_page(load_run(path, kind))
+    if kind == "sweep":
+        return _sweep_page(path, n_boot, study or StudySettings())
+    return _run_page(load_run(path, kind))
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -123,20 +141,27 @@ def perplexity_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Per evaluated split (``val``, ``test``, ``eval/<corpus>``): perplexity, bits and nats per character."""
     metrics = result.get("metrics") or {}
     splits = [k.removesuffix("/ppl") for k in sorted(metrics) if k.endswith("/ppl")]
-    return [{"split": s, "perplexity": round(metrics[f"{s}/ppl"], 3),
-             "bits/char": round(metrics[f"{s}/bpc"], 4) if f"{s}/bpc" in metrics else None,
-             "nats/char": round(metrics[f"{s}/loss"], 4) if f"{s}/loss" in metrics else None} for s in splits]
+    return [
+        {
+            "split": s,
+            "perplexity": round(metrics[f"{s}/ppl"], 3),
+            "bits/char": round(metrics[f"{s}/bpc"], 4) if f"{s}/bpc" in metrics else None,
+            "nats/char": round(metrics[f"{s}/loss"], 4) if f"{s}/loss" in metrics else None,
+        }
+        for s in splits
+    ]
 
 
 def correlation_rows(correlation: dict[str, Any], lags: list[int]) -> list[dict[str, Any]]:
     """Spearman's ρ of gradient memory vs probe recall, one row per state (per lag, then summaries)."""
+
     def num(x: Any) -> Any:
         return round(x, 3) if isinstance(x, float) else x
 
     rows = []
     for state, value in correlation.items():
         row: dict[str, Any] = {"state": state}
-        for key, v in (value.items() if isinstance(value, dict) else [("ρ", value)]):
+        for key, v in value.items() if isinstance(value, dict) else [("ρ", value)]:
             if isinstance(v, dict):
                 row.update({f"δ={lag}": num(x) for lag, x in v.items()})
             elif isinstance(v, list):
@@ -160,10 +185,16 @@ def _signature_section(page: Page, name: str, sig: Signature, heading: str) -> N
     page.table(recall_rows({name: sig}))
     floor = sig.meta.get("noise_floor")
     if floor:
-        page.text("Noise floor: the distance between this signature and a probe re-run that differs only in its "
-                  "seed; two signatures closer than this cannot be told apart.")
-        page.table([{"state": s, "distance": round(d, 4), "low": round(lo, 4), "high": round(hi, 4)}
-                    for s, (d, lo, hi) in floor.items()])
+        page.text(
+            "Noise floor: the distance between this signature and a probe re-run that differs only in its "
+            "seed; two signatures closer than this cannot be told apart."
+        )
+        page.table(
+            [
+                {"state": s, "distance": round(d, 4), "low": round(lo, 4), "high": round(hi, 4)}
+                for s, (d, lo, hi) in floor.items()
+            ]
+        )
     page.heading("Recall per symbol and lag", 3)
     page.text(f"{HEATMAP_NOTE.format(min_support=sig.min_support)} {STRIPS_NOTE}")
     for state in sig.real_states:
@@ -174,22 +205,35 @@ def _signature_section(page: Page, name: str, sig: Signature, heading: str) -> N
 
 def _gradient_section(page: Page, grad: GradientLike) -> None:
     page.heading("State gradients")
-    page.text("How strongly each state at t still depends on the input at t−δ: the Jacobian ∂s_t/∂e_(t−δ) of the "
-              "state with respect to the input embedding, in whitened embedding coordinates (gradients.npz).")
-    page.figure("gradients/decay", gradient_decay(grad),
-                "Sum of the top-5 singular values of the position-averaged whitened Jacobian per lag (log scale): "
-                "a memory-decay curve to read beside the overall recall.")
-    page.figure("gradients/spectra", singular_spectra(grad),
-                "Singular value spectrum of the position-averaged whitened Jacobian, one curve per lag (light: "
-                "long lags): how many input directions the state keeps, and how fast each fades.")
+    page.text(
+        "How strongly each state at t still depends on the input at t−δ: the Jacobian ∂s_t/∂e_(t−δ) of the "
+        "state with respect to the input embedding, in whitened embedding coordinates (gradients.npz)."
+    )
+    page.figure(
+        "gradients/decay",
+        gradient_decay(grad),
+        "Sum of the top-5 singular values of the position-averaged whitened Jacobian per lag (log scale): "
+        "a memory-decay curve to read beside the overall recall.",
+    )
+    page.figure(
+        "gradients/spectra",
+        singular_spectra(grad),
+        "Singular value spectrum of the position-averaged whitened Jacobian, one curve per lag (light: "
+        "long lags): how many input directions the state keeps, and how fast each fades.",
+    )
     for state in grad.states:
-        page.figure(f"gradients/map/{state}", gradient_map(grad, state),
-                    f"{state}: mean whitened Jacobian norm per input symbol at t−δ (log10 colour scale), laid out "
-                    "like the signature; grey: too few positions.")
+        page.figure(
+            f"gradients/map/{state}",
+            gradient_map(grad, state),
+            f"{state}: mean whitened Jacobian norm per input symbol at t−δ (log10 colour scale), laid out "
+            "like the signature; grey: too few positions.",
+        )
     correlation = grad.meta.get("correlation")
     if correlation:
-        page.text("Spearman's ρ between gradient memory and probe recall: per lag across symbols (δ=…), and across "
-                  "lags of the mean gradient norm vs overall recall.")
+        page.text(
+            "Spearman's ρ between gradient memory and probe recall: per lag across symbols (δ=…), and across "
+            "lags of the mean gradient norm vs overall recall."
+        )
         page.table(correlation_rows(correlation, list(grad.lags)))
 
 
@@ -200,8 +244,10 @@ def _run_page(run: RunResults) -> Page:
     page.heading("Model and data")
     page.table(_summary_rows(first, run))
     if run.train_result:
-        page.text(f"Language-model scores of the train run ({run.train_dir}), for its tested checkpoint "
-                  f"{run.train_result.get('best_checkpoint')}:")
+        page.text(
+            f"Language-model scores of the train run ({run.train_dir}), for its tested checkpoint "
+            f"{run.train_result.get('best_checkpoint')}:"
+        )
         page.table(perplexity_rows(run.train_result))
     for key, what in (("model", "model configuration"), ("data", "data configuration"), ("probe", "probe settings")):
         if isinstance(first.meta.get(key), dict):
@@ -217,35 +263,61 @@ def _sweep_page(path: Path, n_boot: int, study: StudySettings) -> Page:
     models = collect(path, study.label, study.select_over)
     sigs = named_signatures(models)
     if not sigs:
-        raise ReportError(f"none of the {len(models)} jobs under {path} has a signature (signatures/*.npz listed in "
-                          f"its metrics.json): train with signature.probe set; {EXPECTED}")
+        raise ReportError(
+            f"none of the {len(models)} jobs under {path} has a signature (signatures/*.npz listed in "
+            f"its metrics.json): train with signature.probe set; {EXPECTED}"
+        )
     page = Page(study.title or f"memsig study — {path.name}")
     over = ", ".join(study.select_over)
-    _intro(page, f"Multirun with {len(models)} models" + (f" (per model the best job by dev loss over {over}):"
-                                                          if over else ":"), path)
+    _intro(
+        page,
+        f"Multirun with {len(models)} models"
+        + (f" (per model the best job by dev loss over {over}):" if over else ":"),
+        path,
+    )
     page.heading("Models")
     page.table(model_rows(models))
-    page.table([{"signature": name, "model": describe_model(sig.meta), "corpus": corpus_of(sig.meta),
-                 "split": sig.meta.get("split"), "states": ", ".join(sig.real_states),
-                 "checkpoint sha256": (sig.meta.get("checkpoint_sha256") or "")[:16]} for name, sig in sigs.items()])
+    page.table(
+        [
+            {
+                "signature": name,
+                "model": describe_model(sig.meta),
+                "corpus": corpus_of(sig.meta),
+                "split": sig.meta.get("split"),
+                "states": ", ".join(sig.real_states),
+                "checkpoint sha256": (sig.meta.get("checkpoint_sha256") or "")[:16],
+            }
+            for name, sig in sigs.items()
+        ]
+    )
     page.heading("Overall recall per lag")
     page.table(recall_rows(sigs))
-    page.figure("study/marginal", marginal_curves(sigs, real_only=True),
-                "Overall recall per lag of every model and probed state; dotted grey: the majority class.")
+    page.figure(
+        "study/marginal",
+        marginal_curves(sigs, real_only=True),
+        "Overall recall per lag of every model and probed state; dotted grey: the majority class.",
+    )
     first = {name: sig.real_states[0] for name, sig in sigs.items()}
     page.heading("Signatures side by side")
-    page.text(f"{HEATMAP_NOTE.format(min_support=max(s.min_support for s in sigs.values()))} Shown: the first "
-              "probed state of each model, on one colour scale.")
+    page.text(
+        f"{HEATMAP_NOTE.format(min_support=max(s.min_support for s in sigs.values()))} Shown: the first "
+        "probed state of each model, on one colour scale."
+    )
     page.figure("study/side_by_side", side_by_side(sigs, first), "Per-symbol recall (%), one panel per model.")
     pairs = [(a, b) for a, b in study.differences if a in sigs and b in sigs] or list(combinations(sigs, 2))
     if len(sigs) > 1:
         page.heading("Differences")
-        page.figure("study/differences", difference_maps(sigs, first, pairs),
-                    "Recall of the first model minus the second, in points, for the pair picked in the menu: red = "
-                    "the first recalls better, blue = the second; grey: too few test positions in either.")
+        page.figure(
+            "study/differences",
+            difference_maps(sigs, first, pairs),
+            "Recall of the first model minus the second, in points, for the pair picked in the menu: red = "
+            "the first recalls better, blue = the second; grey: too few test positions in either.",
+        )
         page.heading("Signature distances")
-        page.text("Mean |Δ recall| over the (lag, symbol) cells supported in both signatures (0 = identical, "
-                  f"1 = opposite), with a 95 % bootstrap interval ({n_boot} resamples of the test positions).")
+        page.text(
+            "Mean |Δ recall| over the (lag, symbol) cells supported in both signatures (0 = identical, "
+            f"1 = opposite), with a 95 % bootstrap interval ({n_boot} resamples of the test positions)."
+        )
         try:
             page.table(distance_rows(sigs, first, n_boot))
         except ValueError as err:  # e.g. signatures of different symbol sets

@@ -13,7 +13,8 @@ attributes (``states``, ``lags``, ``symbols``, ``singular_values``, ``symbol_nor
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import matplotlib
 import numpy as np
@@ -64,8 +65,16 @@ def cells(values: np.ndarray, decimals: int = 2) -> list[Any]:
     return [cells(v, decimals) for v in values]
 
 
-def _hover_text(state: str, lags: Sequence[int], symbols: Sequence[str], recall: np.ndarray, low: np.ndarray,
-                high: np.ndarray, support: np.ndarray, min_support: int) -> list[list[str]]:
+def _hover_text(
+    state: str,
+    lags: Sequence[int],
+    symbols: Sequence[str],
+    recall: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    support: np.ndarray,
+    min_support: int,
+) -> list[list[str]]:
     """``[K, C]`` hover lines of a recall heatmap (percent values)."""
     text = []
     for j, lag in enumerate(lags):
@@ -75,8 +84,10 @@ def _hover_text(state: str, lags: Sequence[int], symbols: Sequence[str], recall:
             if math.isnan(recall[j, c]):
                 row.append(f"{head}{support[j, c]} test positions (< {min_support}): no estimate")
             else:
-                row.append(f"{head}recall {recall[j, c]:.1f} % [{low[j, c]:.1f}, {high[j, c]:.1f}]"
-                           f"<br>{support[j, c]} test positions")
+                row.append(
+                    f"{head}recall {recall[j, c]:.1f} % [{low[j, c]:.1f}, {high[j, c]:.1f}]"
+                    f"<br>{support[j, c]} test positions"
+                )
         text.append(row)
     return text
 
@@ -90,7 +101,12 @@ def _heatmap_axes(fig: go.Figure) -> None:
 
 def _recall_axis() -> dict[str, Any]:
     """The shared colour axis of recall heatmaps: 0–100 %, white to dark purple."""
-    return {"colorscale": colorscale(RECALL_CMAP), "cmin": 0, "cmax": 100, "colorbar": {"title": {"text": "recall (%)"}}}
+    return {
+        "colorscale": colorscale(RECALL_CMAP),
+        "cmin": 0,
+        "cmax": 100,
+        "colorbar": {"title": {"text": "recall (%)"}},
+    }
 
 
 def recall_trace(sig: Signature, state: str, **kwargs: Any) -> go.Heatmap:
@@ -99,9 +115,15 @@ def recall_trace(sig: Signature, state: str, **kwargs: Any) -> go.Heatmap:
     low, high = (100 * x[i] for x in sig.recall_ci())
     recall = 100 * sig.recall[i]
     lags = [str(lag) for lag in sig.lags]
-    return go.Heatmap(z=cells(recall), x=list(sig.symbols), y=lags, coloraxis="coloraxis", hoverinfo="text",
-                      text=_hover_text(state, sig.lags, sig.symbols, recall, low, high, sig.support[i],
-                                       sig.min_support), **kwargs)
+    return go.Heatmap(
+        z=cells(recall),
+        x=list(sig.symbols),
+        y=lags,
+        coloraxis="coloraxis",
+        hoverinfo="text",
+        text=_hover_text(state, sig.lags, sig.symbols, recall, low, high, sig.support[i], sig.min_support),
+        **kwargs,
+    )
 
 
 def signature_heatmap(sig: Signature, state: str) -> go.Figure:
@@ -114,23 +136,52 @@ def signature_heatmap(sig: Signature, state: str) -> go.Figure:
     forward = sig.forward_recall
     rows = 1 if forward is None else 2
     k, c = len(sig.lags), len(sig.symbols)
-    fig = make_subplots(rows=rows, cols=2, column_widths=[c, 1.5], row_heights=[1.2, k][-rows:],
-                        shared_yaxes=True, shared_xaxes=True, horizontal_spacing=0.01, vertical_spacing=0.02,
-                        specs=[[{}, {}]] if rows == 1 else [[{}, None], [{}, {}]])
+    fig = make_subplots(
+        rows=rows,
+        cols=2,
+        column_widths=[c, 1.5],
+        row_heights=[1.2, k][-rows:],
+        shared_yaxes=True,
+        shared_xaxes=True,
+        horizontal_spacing=0.01,
+        vertical_spacing=0.02,
+        specs=[[{}, {}]] if rows == 1 else [[{}, None], [{}, {}]],
+    )
     fig.add_trace(recall_trace(sig, state, name=state), row=rows, col=1)
     accuracy = 100 * sig.accuracy[i]
-    fig.add_trace(go.Heatmap(z=cells(accuracy[:, None]), x=["all"], y=[str(lag) for lag in sig.lags],
-                             coloraxis="coloraxis", texttemplate="%{z:.0f}", name="all symbols",
-                             hovertemplate="lag δ = %{y}<br>overall recall %{z:.1f} %<extra></extra>"),
-                  row=rows, col=2)
+    fig.add_trace(
+        go.Heatmap(
+            z=cells(accuracy[:, None]),
+            x=["all"],
+            y=[str(lag) for lag in sig.lags],
+            coloraxis="coloraxis",
+            texttemplate="%{z:.0f}",
+            name="all symbols",
+            hovertemplate="lag δ = %{y}<br>overall recall %{z:.1f} %<extra></extra>",
+        ),
+        row=rows,
+        col=2,
+    )
     if forward is not None:
-        fig.add_trace(go.Heatmap(z=cells(100 * forward[None, :]), x=list(sig.symbols), y=["forward"],
-                                 coloraxis="coloraxis", name="forward",
-                                 hovertemplate="model's next-symbol accuracy on '%{x}': %{z:.1f} %<extra></extra>"),
-                      row=1, col=1)
+        fig.add_trace(
+            go.Heatmap(
+                z=cells(100 * forward[None, :]),
+                x=list(sig.symbols),
+                y=["forward"],
+                coloraxis="coloraxis",
+                name="forward",
+                hovertemplate="model's next-symbol accuracy on '%{x}': %{z:.1f} %<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
     _heatmap_axes(fig)
-    fig.update_layout(coloraxis=_recall_axis(), title={"text": state}, height=140 + ROW * (k + 2 * (rows - 1)),
-                      margin={"t": 50, "b": 40})
+    fig.update_layout(
+        coloraxis=_recall_axis(),
+        title={"text": state},
+        height=140 + ROW * (k + 2 * (rows - 1)),
+        margin={"t": 50, "b": 40},
+    )
     fig.update_xaxes(title_text="input symbol at t−δ", row=rows, col=1)
     fig.update_yaxes(title_text="lag δ", row=rows, col=1)
     return fig
@@ -153,22 +204,45 @@ def marginal_curves(sigs: dict[str, Signature], real_only: bool = False) -> go.F
             base = state.split(":", 1)[1] if state.startswith(CONTROL_PREFIXES) else state
             colour = colours.setdefault((name, base), DEFAULT_PLOTLY_COLORS[len(colours) % len(DEFAULT_PLOTLY_COLORS)])
             dash = "solid" if base == state else "dash" if state.startswith("random:") else "dashdot"
-            fig.add_trace(go.Scatter(
-                x=list(sig.lags), y=cells(100 * sig.accuracy[i]), mode="lines+markers", name=prefix + state,
-                line={"color": colour, "dash": dash}, customdata=[
-                    list(x) for x in zip(cells(100 * low[i]), cells(100 * high[i]), sig.support[i].sum(-1).tolist())],
-                hovertemplate=f"{prefix}{state}<br>lag δ = %{{x}}: %{{y:.1f}} % [%{{customdata[0]:.1f}}, "
-                              "%{customdata[1]:.1f}]<br>%{customdata[2]} test positions<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=list(sig.lags),
+                    y=cells(100 * sig.accuracy[i]),
+                    mode="lines+markers",
+                    name=prefix + state,
+                    line={"color": colour, "dash": dash},
+                    customdata=[
+                        list(x) for x in zip(cells(100 * low[i]), cells(100 * high[i]), sig.support[i].sum(-1).tolist())
+                    ],
+                    hovertemplate=f"{prefix}{state}<br>lag δ = %{{x}}: %{{y:.1f}} % [%{{customdata[0]:.1f}}, "
+                    "%{customdata[1]:.1f}]<br>%{customdata[2]} test positions<extra></extra>",
+                )
+            )
         rate = 100 * sig.majority_rate[0]
         if not any(len(m) == len(rate) and np.allclose(m, rate, atol=0.05) for m in majorities):  # one line per rate
             majorities.append(rate)
-            fig.add_trace(go.Scatter(x=list(sig.lags), y=cells(rate), mode="lines", name=f"{prefix}majority class",
-                                     line={"color": "grey", "dash": "dot"}, legendgroup="majority",
-                                     hovertemplate="majority class, lag δ = %{x}: %{y:.1f} %<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=list(sig.lags),
+                    y=cells(rate),
+                    mode="lines",
+                    name=f"{prefix}majority class",
+                    line={"color": "grey", "dash": "dot"},
+                    legendgroup="majority",
+                    hovertemplate="majority class, lag δ = %{x}: %{y:.1f} %<extra></extra>",
+                )
+            )
     if len(majorities) == 1:  # shared by every signature
         fig.update_traces(name="majority class", selector={"legendgroup": "majority"})
-    fig.update_layout(template=TEMPLATE, height=420, xaxis_title="lag δ", yaxis_title="recall (%)",
-                      yaxis_range=[0, 100], legend={"font": {"size": 11}}, margin={"t": 30})
+    fig.update_layout(
+        template=TEMPLATE,
+        height=420,
+        xaxis_title="lag δ",
+        yaxis_title="recall (%)",
+        yaxis_range=[0, 100],
+        legend={"font": {"size": 11}},
+        margin={"t": 30},
+    )
     return fig
 
 
@@ -176,8 +250,13 @@ def side_by_side(sigs: dict[str, Signature], states: dict[str, str], cols: int =
     """One recall heatmap per signature (``states``: the state shown of each), one shared 0–100 % scale."""
     cols = min(cols, len(sigs))
     rows = math.ceil(len(sigs) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{name} — {states[name]}" for name in sigs],
-                        horizontal_spacing=0.06, vertical_spacing=0.3 / rows)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"{name} — {states[name]}" for name in sigs],
+        horizontal_spacing=0.06,
+        vertical_spacing=0.3 / rows,
+    )
     for j, (name, sig) in enumerate(sigs.items()):
         fig.add_trace(recall_trace(sig, states[name], name=name), row=j // cols + 1, col=j % cols + 1)
     _heatmap_axes(fig)
@@ -186,8 +265,7 @@ def side_by_side(sigs: dict[str, Signature], states: dict[str, str], cols: int =
     return fig
 
 
-def difference_maps(sigs: dict[str, Signature], states: dict[str, str],
-                    pairs: Sequence[tuple[str, str]]) -> go.Figure:
+def difference_maps(sigs: dict[str, Signature], states: dict[str, str], pairs: Sequence[tuple[str, str]]) -> go.Figure:
     """Recall of a minus b in points for each pair ``(a, b)``, one at a time (a menu picks the pair).
 
     Each map has its own symmetric scale; cells NaN in either signature are grey.
@@ -199,25 +277,44 @@ def difference_maps(sigs: dict[str, Signature], states: dict[str, str],
         diff = 100 * (ra - rb)
         vmax = max(float(np.nanmax(np.abs(diff), initial=0.0)), 1.0)
         custom = np.stack([100 * ra, 100 * rb], -1)
-        fig.add_trace(go.Heatmap(
-            z=cells(diff), x=symbols, y=[str(lag) for lag in lags], zmid=0, zmin=-vmax, zmax=vmax,
-            colorscale=colorscale(DIFFERENCE_CMAP), customdata=cells(custom), visible=not titles, name=f"{a} − {b}",
-            colorbar={"title": {"text": "Δ recall (points)"}},
-            hovertemplate=f"lag δ = %{{y}}, symbol '%{{x}}'<br>{a}: %{{customdata[0]:.1f}} %<br>{b}: "
-                          f"%{{customdata[1]:.1f}} %<br>difference %{{z:+.1f}} points<extra></extra>"))
+        fig.add_trace(
+            go.Heatmap(
+                z=cells(diff),
+                x=symbols,
+                y=[str(lag) for lag in lags],
+                zmid=0,
+                zmin=-vmax,
+                zmax=vmax,
+                colorscale=colorscale(DIFFERENCE_CMAP),
+                customdata=cells(custom),
+                visible=not titles,
+                name=f"{a} − {b}",
+                colorbar={"title": {"text": "Δ recall (points)"}},
+                hovertemplate=f"lag δ = %{{y}}, symbol '%{{x}}'<br>{a}: %{{customdata[0]:.1f}} %<br>{b}: "
+                f"%{{customdata[1]:.1f}} %<br>difference %{{z:+.1f}} points<extra></extra>",
+            )
+        )
         titles.append(f"{a} ({states[a]}) − {b} ({states[b]}): red = {a} recalls better, blue = {b}")
     _heatmap_axes(fig)
     k = max(len(sig.lags) for sig in sigs.values())
     menu = len(pairs) > 1
-    fig.update_layout(title={"text": titles[0], "font": {"size": 13}, "x": 0.01, "y": 0.98, "yref": "container",
-                             "yanchor": "top"}, height=170 + (40 if menu else 0) + ROW * k,
-                      xaxis_title="input symbol at t−δ", yaxis_title="lag δ", margin={"t": 100 if menu else 60})
+    fig.update_layout(
+        title={"text": titles[0], "font": {"size": 13}, "x": 0.01, "y": 0.98, "yref": "container", "yanchor": "top"},
+        height=170 + (40 if menu else 0) + ROW * k,
+        xaxis_title="input symbol at t−δ",
+        yaxis_title="lag δ",
+        margin={"t": 100 if menu else 60},
+    )
     if menu:  # below the title, above the map
-        buttons = [{"label": f"{a} − {b}", "method": "update",
-                    "args": [{"visible": [j == i for j in range(len(pairs))]}, {"title.text": titles[i]}]}
-                   for i, (a, b) in enumerate(pairs)]
-        fig.update_layout(updatemenus=[{"buttons": buttons, "x": 0, "xanchor": "left", "y": 1.02,
-                                        "yanchor": "bottom"}])
+        buttons = [
+            {
+                "label": f"{a} − {b}",
+                "method": "update",
+                "args": [{"visible": [j == i for j in range(len(pairs))]}, {"title.text": titles[i]}],
+            }
+            for i, (a, b) in enumerate(pairs)
+        ]
+        fig.update_layout(updatemenus=[{"buttons": buttons, "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}])
     return fig
 
 
@@ -226,10 +323,23 @@ def gradient_decay(grad: GradientLike, k: int = 5) -> go.Figure:
     fig = go.Figure()
     decay = grad.decay(k)
     for i, state in enumerate(grad.states):
-        fig.add_trace(go.Scatter(x=list(grad.lags), y=cells(decay[i], 6), mode="lines+markers", name=state,
-                                 hovertemplate=f"{state}<br>lag δ = %{{x}}: %{{y:.4g}}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=380, xaxis_title="lag δ", yaxis_type="log",
-                      yaxis_title=f"sum of top-{k} singular values", margin={"t": 30})
+        fig.add_trace(
+            go.Scatter(
+                x=list(grad.lags),
+                y=cells(decay[i], 6),
+                mode="lines+markers",
+                name=state,
+                hovertemplate=f"{state}<br>lag δ = %{{x}}: %{{y:.4g}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=380,
+        xaxis_title="lag δ",
+        yaxis_type="log",
+        yaxis_title=f"sum of top-{k} singular values",
+        margin={"t": 30},
+    )
     return fig
 
 
@@ -241,11 +351,20 @@ def singular_spectra(grad: GradientLike) -> go.Figure:
     rank = np.arange(1, grad.singular_values.shape[-1] + 1).tolist()
     for i, state in enumerate(grad.states):
         for j, lag in enumerate(grad.lags):
-            fig.add_trace(go.Scatter(x=rank, y=cells(grad.singular_values[i, j], 6), mode="lines",
-                                     line={"color": colours[j], "width": 1.5}, name=f"δ = {lag}",
-                                     legendgroup=str(lag), showlegend=i == 0,
-                                     hovertemplate=f"{state}, lag δ = {lag}<br>σ%{{x}} = %{{y:.4g}}<extra></extra>"),
-                          row=1, col=i + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=rank,
+                    y=cells(grad.singular_values[i, j], 6),
+                    mode="lines",
+                    line={"color": colours[j], "width": 1.5},
+                    name=f"δ = {lag}",
+                    legendgroup=str(lag),
+                    showlegend=i == 0,
+                    hovertemplate=f"{state}, lag δ = {lag}<br>σ%{{x}} = %{{y:.4g}}<extra></extra>",
+                ),
+                row=1,
+                col=i + 1,
+            )
         fig.update_xaxes(title_text="rank", row=1, col=i + 1)
     fig.update_yaxes(type="log")
     fig.update_yaxes(title_text="singular value", row=1, col=1)
@@ -259,13 +378,26 @@ def gradient_map(grad: GradientLike, state: str) -> go.Figure:
     norm = grad.symbol_norm[i]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_norm = np.where(norm > 0, np.log10(norm), np.nan)
-    fig = go.Figure(go.Heatmap(
-        z=cells(log_norm, 3), x=list(grad.symbols), y=[str(lag) for lag in grad.lags], customdata=cells(norm, 6),
-        colorscale=colorscale(GRADIENT_CMAP), colorbar={"title": {"text": "log10 ‖J‖"}}, name=state,
-        text=grad.support[i].tolist(),
-        hovertemplate=f"{state}<br>lag δ = %{{y}}, symbol '%{{x}}'<br>‖J‖ = %{{customdata:.4g}}"
-                      "<br>%{text} positions<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=cells(log_norm, 3),
+            x=list(grad.symbols),
+            y=[str(lag) for lag in grad.lags],
+            customdata=cells(norm, 6),
+            colorscale=colorscale(GRADIENT_CMAP),
+            colorbar={"title": {"text": "log10 ‖J‖"}},
+            name=state,
+            text=grad.support[i].tolist(),
+            hovertemplate=f"{state}<br>lag δ = %{{y}}, symbol '%{{x}}'<br>‖J‖ = %{{customdata:.4g}}"
+            "<br>%{text} positions<extra></extra>",
+        )
+    )
     _heatmap_axes(fig)
-    fig.update_layout(title={"text": state}, height=140 + ROW * len(grad.lags), xaxis_title="input symbol at t−δ",
-                      yaxis_title="lag δ", margin={"t": 50})
+    fig.update_layout(
+        title={"text": state},
+        height=140 + ROW * len(grad.lags),
+        xaxis_title="input symbol at t−δ",
+        yaxis_title="lag δ",
+        margin={"t": 50},
+    )
     return fig

@@ -35,8 +35,11 @@ for (const data of document.querySelectorAll("script.memsig-plot-data")) {
   Plotly.newPlot(data.dataset.for, spec.data, spec.layout, {responsive: true, displaylogo: false});
 }
 """
-_DATA = re.compile(r'<script type="application/json" class="memsig-plot-data" data-for="[^"]*" data-key="([^"]*)">'
-                   r"(.*?)</script>", re.DOTALL)
+_DATA = re.compile(
+    r'<script type="application/json" class="memsig-plot-data" data-for="[^"]*" data-key="([^"]*)">'
+    r"(.*?)</script>",
+    re.DOTALL,
+)
 
 
 def _slug(text: str) -> str:
@@ -72,8 +75,9 @@ class Page:
         if not rows:
             return
         table = html_table(rows)
-        self.blocks.append(table if details is None else
-                           f"<details><summary>{html.escape(details)}</summary>{table}</details>")
+        self.blocks.append(
+            table if details is None else f"<details><summary>{html.escape(details)}</summary>{table}</details>"
+        )
 
     def figure(self, key: str, fig: go.Figure, caption: str) -> None:
         """A plotly figure with a caption; ``key`` names it (unique on the page, also its W&B key)."""
@@ -86,18 +90,20 @@ class Page:
             f'<figure><div id="{div}" class="memsig-plot"></div>'
             f'<script type="application/json" class="memsig-plot-data" data-for="{div}" '
             f'data-key="{html.escape(key)}">{spec}</script>'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
     def render(self) -> str:
         """The whole page: one document with plotly.js, the style, the blocks and the drawing script."""
-        return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-                f"<title>{html.escape(self.title)}</title><style>{STYLE}</style>\n"
-                f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n'
-                f"<body><main>\n" + "\n".join(self.blocks) + f"\n</main><script>{RENDER}</script></body></html>\n")
+        return (
+            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(self.title)}</title><style>{STYLE}</style>\n"
+            f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n'
+            f"<body><main>\n" + "\n".join(self.blocks) + f"\n</main><script>{RENDER}</script></body></html>\n"
+        )
 
 
 def figures_of(page: str) -> dict[str, go.Figure]:
     """The figures of a page written by :meth:`Page.render` (key -> figure), in page order."""
     return {html.unescape(key): pio.from_json(spec) for key, spec in _DATA.findall(page)}
-

@@ -68,13 +68,16 @@ def kind_of(path: Path) -> Kind:
         return "probe"
     if (path / METRICS).is_file():
         if not any((path / "signatures").glob("*.npz")):
-            raise ReportError(f"train run {path} has {METRICS} but no signatures/*.npz. Probe it with "
-                              f"`python probe.py ckpt={path}` and report on that run dir, or {EXPECTED}")
+            raise ReportError(
+                f"train run {path} has {METRICS} but no signatures/*.npz. Probe it with "
+                f"`python probe.py ckpt={path}` and report on that run dir, or {EXPECTED}"
+            )
         return "train"
     if any(path.glob(f"*/{METRICS}")):
         return "sweep"
-    raise ReportError(f"{path} holds no signature ({SIGNATURE}, signatures/*.npz or job folders with {METRICS}); "
-                      f"{EXPECTED}")
+    raise ReportError(
+        f"{path} holds no signature ({SIGNATURE}, signatures/*.npz or job folders with {METRICS}); {EXPECTED}"
+    )
 
 
 def candidates(recorded: str | Path, near: Path) -> list[Path]:
@@ -129,8 +132,17 @@ def load_run(run_dir: Path, kind: Kind) -> RunResults:
         sigs = {"signature": Signature.load(run_dir / SIGNATURE)}
         train_dir = train_run_of(sigs["signature"], run_dir)
     else:
-        sigs = {p.stem: Signature.load(p) for p in sorted((run_dir / "signatures").glob("*.npz"),
-                                                           key=lambda p: (p.stem != "main", p.stem))}
+        sigs = {
+            p.stem: Signature.load(p)
+            for p in sorted((run_dir / "signatures").glob("*.npz"), key=lambda p: (p.stem != "main", p.stem))
+        }
         train_dir = run_dir
-    return RunResults(kind, run_dir, sigs, train_dir, _json(train_dir / METRICS) if train_dir else None,
-                      _json(run_dir / "probe.json") if kind == "probe" else None, load_gradients(run_dir))
+    return RunResults(
+        kind,
+        run_dir,
+        sigs,
+        train_dir,
+        _json(train_dir / METRICS) if train_dir else None,
+        _json(run_dir / "probe.json") if kind == "probe" else None,
+        load_gradients(run_dir),
+    )

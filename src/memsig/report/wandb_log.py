@@ -39,6 +39,10 @@ def log_report(target: Any, path: str | Path) -> bool:
     page = Path(path)
     page = page / REPORT if page.is_dir() else page
     text = page.read_text(encoding="utf-8")
-    run.log({"report/page": wandb.Html(text, inject=False),
-             **{f"report/{key}": wandb.Plotly(fig) for key, fig in figures_of(text).items()}})
+    run.log(
+        {
+            "report/page": wandb.Html(text, inject=False),
+            **{f"report/{key}": wandb.Plotly(fig) for key, fig in figures_of(text).items()},
+        }
+    )
     return True

@@ -27,8 +27,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,9 +71,19 @@ def basis_source(model: FactorizedCharLM, k: int | None, strength: float = 0.0) 
     return FixedLambda(model, z)
 
 
-def departures(model: FactorizedCharLM, datamodule: TextDataModule, strengths: np.ndarray, present: np.ndarray,
-               state: str, lags: Sequence[int], strength: float | None = 2.0, batches: int = 4,
-               limit: int | None = None, progress: bool = True, **quick: Any) -> list[dict[str, Any]]:
+def departures(
+    model: FactorizedCharLM,
+    datamodule: TextDataModule,
+    strengths: np.ndarray,
+    present: np.ndarray,
+    state: str,
+    lags: Sequence[int],
+    strength: float | None = 2.0,
+    batches: int = 4,
+    limit: int | None = None,
+    progress: bool = True,
+    **quick: Any,
+) -> list[dict[str, Any]]:
     """Quick signature of base + each trained basis against the base kernel's, on at most
     ``batches`` batches of each split; rows sorted by distance (largest first).
 
@@ -84,8 +95,14 @@ def departures(model: FactorizedCharLM, datamodule: TextDataModule, strengths: n
         limit: only the ``limit`` bases present in the most training segments (None: all trained).
         quick: more :func:`~memsig.probe.quick.quick_signature` options (``features``…).
     """
-    options = {"states": [state], "lags": list(lags), "max_train_batches": batches, "max_eval_batches": batches,
-               "calibrate": False, **quick}
+    options = {
+        "states": [state],
+        "lags": list(lags),
+        "max_train_batches": batches,
+        "max_eval_batches": batches,
+        "calibrate": False,
+        **quick,
+    }
     base = quick_signature(basis_source(model, None), datamodule, **options)
     names = model.basis_names()
     trained = [k for k in np.argsort(-present, kind="stable") if np.isfinite(strengths[k])][:limit]
@@ -93,9 +110,16 @@ def departures(model: FactorizedCharLM, datamodule: TextDataModule, strengths: n
     for k in tqdm(trained, desc="bases", disable=not progress):
         at = float(strengths[k]) if strength is None else strength
         sig = quick_signature(basis_source(model, k, at), datamodule, **options)
-        rows.append({"basis": names[k], "lambda": at, "segments": int(present[k]),
-                     "distance": signature_distance(sig, base, state),
-                     "accuracy_lag1": float(sig.accuracy[0, 0]), "base_accuracy_lag1": float(base.accuracy[0, 0])})
+        rows.append(
+            {
+                "basis": names[k],
+                "lambda": at,
+                "segments": int(present[k]),
+                "distance": signature_distance(sig, base, state),
+                "accuracy_lag1": float(sig.accuracy[0, 0]),
+                "base_accuracy_lag1": float(base.accuracy[0, 0]),
+            }
+        )
     return sorted(rows, key=lambda r: -r["distance"])
 
 
@@ -107,9 +131,16 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def write_basis_signatures(model: FactorizedCharLM, datamodule: TextDataModule, full: Signature | None,
-                           names: Sequence[str], out: Path, probe: Any, summary: dict[str, Any] | None = None,
-                           formats: Sequence[str] = ("png", "svg")) -> dict[str, str]:
+def write_basis_signatures(
+    model: FactorizedCharLM,
+    datamodule: TextDataModule,
+    full: Signature | None,
+    names: Sequence[str],
+    out: Path,
+    probe: Any,
+    summary: dict[str, Any] | None = None,
+    formats: Sequence[str] = ("png", "svg"),
+) -> dict[str, str]:
     """Signatures of the base kernel and of base + each basis in ``names`` (``"xt"``; ``␣`` or
     ``" "`` for space), the figure-6 layout with ``full`` (the model with its data's λ), and,
     with ``summary`` (:func:`departures` options: ``batches``, ``limit``, ``features``…), the
@@ -128,10 +159,14 @@ def write_basis_signatures(model: FactorizedCharLM, datamodule: TextDataModule, 
     for name in names:
         label = name.replace(" ", "\u2423")
         if label not in labels:
-            raise ValueError(f"basis {name!r} is not one of the model's {model.hparams.statistic}s (e.g. {labels[40]!r})")
+            raise ValueError(
+                f"basis {name!r} is not one of the model's {model.hparams.statistic}s (e.g. {labels[40]!r})"
+            )
         k = labels.index(label)
         if not np.isfinite(strengths[k]):
-            log.warning("basis %r: its bigram never occurs in the training data (the basis never trained); skipped", name)
+            log.warning(
+                "basis %r: its bigram never occurs in the training data (the basis never trained); skipped", name
+            )
             continue
         sig = probe(basis_source(model, k, float(strengths[k])))
         sig.meta["basis"] = {"name": label, "lambda": float(strengths[k]), "segments": int(present[k])}
@@ -145,6 +180,8 @@ def write_basis_signatures(model: FactorizedCharLM, datamodule: TextDataModule, 
         _write_csv(rows, out / "bases" / "departures.csv")
         written["departures"] = str(out / "bases" / "departures.csv")
         save_figure(departure_bars(rows), out / "bases" / "departures", tuple(formats))
-        log.info("bases departing most from the base kernel: %s",
-                 ", ".join(f"{r['basis']} {r['distance']:.3f}" for r in rows[:10]))
+        log.info(
+            "bases departing most from the base kernel: %s",
+            ", ".join(f"{r['basis']} {r['distance']:.3f}" for r in rows[:10]),
+        )
     return written

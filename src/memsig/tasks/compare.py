@@ -23,8 +23,14 @@ from memsig.probe.signature import Signature
 from memsig.resolvers import PROJECT_ROOT
 
 
-def compare(paths: list[Path], names: list[str] | None = None, state: str | None = None, out: Path | None = None,
-            n_boot: int = 1000, formats: tuple[str, ...] = ("png", "svg")) -> dict[tuple[str, str], tuple[float, float, float]]:
+def compare(
+    paths: list[Path],
+    names: list[str] | None = None,
+    state: str | None = None,
+    out: Path | None = None,
+    n_boot: int = 1000,
+    formats: tuple[str, ...] = ("png", "svg"),
+) -> dict[tuple[str, str], tuple[float, float, float]]:
     """Draw and measure the signatures in ``paths``; returns the pairwise distances."""
     names = names or [p.parent.name if p.name == "signature.npz" else p.stem for p in paths]
     if len(names) != len(paths) or len(set(names)) != len(names):

@@ -15,8 +15,9 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import hydra
 import lightning as L
@@ -50,7 +51,7 @@ def resolve_checkpoint(ref: str) -> Path:
 
     try:
         folder = Path(wandb.Api().artifact(ref.removeprefix("wandb:")).download())
-    except Exception as err:  # noqa: BLE001 - wandb raises many types (auth, network, not found)
+    except Exception as err:
         raise CheckpointError(
             f"could not fetch W&B artifact {ref!r} ({type(err).__name__}: {err}); log in with `wandb login` "
             "and check the reference (entity/project/name:version), or pass a local path"
@@ -85,9 +86,14 @@ def source_meta(model: Any, ckpt: str | Path, data_cfg: DictConfig) -> dict[str,
     data config, split, and the model's own line per state (``state_notes()``, e.g. a speech
     encoder layer's frame rate and the audio one frame sees) where it offers them."""
     notes = model.state_notes() if hasattr(model, "state_notes") else {}
-    return {"model": {"class": type(model).__name__, **dict(getattr(model, "hparams", {}))}, "checkpoint": str(ckpt),
-            "checkpoint_sha256": sha256_of(ckpt), "data": OmegaConf.to_container(data_cfg, resolve=True),
-            "split": "test", "state_notes": notes}
+    return {
+        "model": {"class": type(model).__name__, **dict(getattr(model, "hparams", {}))},
+        "checkpoint": str(ckpt),
+        "checkpoint_sha256": sha256_of(ckpt),
+        "data": OmegaConf.to_container(data_cfg, resolve=True),
+        "split": "test",
+        "state_notes": notes,
+    }
 
 
 def label_prior(ids: torch.Tensor, num_symbols: int, target: str) -> np.ndarray:
@@ -104,8 +110,13 @@ def target_labels(source: StateSource, target: str) -> list[str]:
     return labels if target == "symbol" else [a + b for a in labels for b in labels]
 
 
-def fit_probe(probe: MultiHeadProbe, datamodule: TextDataModule, trainer: L.Trainer,
-              ckpt_path: str | None = None, meta: dict[str, Any] | None = None) -> Signature:
+def fit_probe(
+    probe: MultiHeadProbe,
+    datamodule: TextDataModule,
+    trainer: L.Trainer,
+    ckpt_path: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Signature:
     """Train every decoder, select each on dev, score on test; the signature."""
     trainer.fit(probe, datamodule=datamodule, ckpt_path=ckpt_path)
     trainer.test(probe, datamodule=datamodule, verbose=False)
@@ -134,8 +145,9 @@ def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_la
     return paths
 
 
-def write_gradients(settings: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path,
-                    formats: list[str]) -> tuple[dict[str, Any], list[Path]]:
+def write_gradients(
+    settings: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path, formats: list[str]
+) -> tuple[dict[str, Any], list[Path]]:
     """State gradients of the signature's states (``conf/gradients``): ``gradients.npz`` with their
     correlation to the signature's recall in ``meta["correlation"]``, and one figure per state.
     Returns that correlation and the figures."""
@@ -144,16 +156,35 @@ def write_gradients(settings: DictConfig, model: Any, datamodule: TextDataModule
     from memsig.states import GradientSource
 
     if not isinstance(model, GradientSource):
-        raise TypeError(f"{type(model).__name__} exposes no input embedding (embed, embedded_states; see "
-                        "memsig.states.GradientSource): state gradients need it; run without gradients=...")
+        raise TypeError(
+            f"{type(model).__name__} exposes no input embedding (embed, embedded_states; see "
+            "memsig.states.GradientSource): state gradients need it; run without gradients=..."
+        )
     states = list(settings.states or dict.fromkeys(p for s in sig.real_states for p in s.split("+")))
-    grad = state_gradients(model, datamodule.ids(settings.split), settings.lags, settings.positions, settings.batch,
-                           settings.warmup, settings.chunk, states, seed=int(sig.meta.get("seed", 0)),
-                           mode=settings.get("mode", "auto"), progress=True)
-    grad.meta.update(split=settings.split, checkpoint=sig.meta.get("checkpoint"),
-                     checkpoint_sha256=sig.meta.get("checkpoint_sha256"), correlation=correlate(grad, sig))
-    figures = [p for s in grad.states for p in save_figure(gradient_figure(grad, s), out / "figures" /
-                                                            f"gradients_{s.replace('.', '_')}", formats)]
+    grad = state_gradients(
+        model,
+        datamodule.ids(settings.split),
+        settings.lags,
+        settings.positions,
+        settings.batch,
+        settings.warmup,
+        settings.chunk,
+        states,
+        seed=int(sig.meta.get("seed", 0)),
+        mode=settings.get("mode", "auto"),
+        progress=True,
+    )
+    grad.meta.update(
+        split=settings.split,
+        checkpoint=sig.meta.get("checkpoint"),
+        checkpoint_sha256=sig.meta.get("checkpoint_sha256"),
+        correlation=correlate(grad, sig),
+    )
+    figures = [
+        p
+        for s in grad.states
+        for p in save_figure(gradient_figure(grad, s), out / "figures" / f"gradients_{s.replace('.', '_')}", formats)
+    ]
     grad.save(out / "gradients.npz")
     return grad.meta["correlation"], figures
 
@@ -175,7 +206,9 @@ def log_to_wandb(loggers: list[Any], sig_path: Path, figures: list[Path]) -> Non
         run.log_artifact(art)
 
 
-def noise_floor(cfg: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path) -> dict[str, list[float]]:
+def noise_floor(
+    cfg: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path
+) -> dict[str, list[float]]:
     """Re-run the probe with ``cfg.noise_floor_seed``; the distance to ``sig`` per real state.
 
     This is the distance that probe randomness alone produces (position sampling, head
@@ -207,8 +240,9 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     meta = {**source_meta(model, ckpt, cfg.data), "seed": cfg.seed}
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")),
-                                                 logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False
+    )
     try:
         if cfg.probe.get("mode") == "quick":
             from memsig.probe.quick import quick_signature
@@ -224,26 +258,40 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
         figures = write_figures(sig, out / "figures", list(cfg.plot_formats), list(cfg.get("confusion_lags") or []))
         correlation = None
         if cfg.get("gradients"):
-            correlation, grad_figures = write_gradients(cfg.gradients, model, datamodule, sig, out, list(cfg.plot_formats))
+            correlation, grad_figures = write_gradients(
+                cfg.gradients, model, datamodule, sig, out, list(cfg.plot_formats)
+            )
             figures += grad_figures
         log_to_wandb(loggers, sig_path, figures)
-        result = {"signature": str(sig_path), "gradient_correlation": correlation,
-                  "figures": [str(p) for p in figures], "overrides": task_overrides(),
-                  "accuracy": {s: [round(float(a), 4) for a in sig.accuracy[i]] for i, s in enumerate(sig.states)},
-                  "lags": sig.lags, "noise_floor": sig.meta.get("noise_floor"),
-                  "wall_time_s": round(time.time() - start, 1)}
+        result = {
+            "signature": str(sig_path),
+            "gradient_correlation": correlation,
+            "figures": [str(p) for p in figures],
+            "overrides": task_overrides(),
+            "accuracy": {s: [round(float(a), 4) for a in sig.accuracy[i]] for i, s in enumerate(sig.states)},
+            "lags": sig.lags,
+            "noise_floor": sig.meta.get("noise_floor"),
+            "wall_time_s": round(time.time() - start, 1),
+        }
         if trainer.is_global_zero:
             write_json(out / "probe.json", result)
             report = write_report(out)
             log_report(loggers, report)
-            floor = "".join(f"\nnoise floor {s}: {d:.4f} [{lo:.4f}, {hi:.4f}] (distance to a re-run, seed "
-                            f"{cfg.noise_floor_seed})" for s, (d, lo, hi) in (result["noise_floor"] or {}).items())
-            rho = "".join(f"\nstate gradients {s}: Spearman ρ with recall across lags {c['across_lags']:.3f}, across "
-                          f"symbols {c['mean_per_lag']:.3f} (mean over lags)" for s, c in (correlation or {}).items())
-            print(f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}\n"
-                  f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nreport:     {report}\n"
-                  f"wall time:  {result['wall_time_s']} s",
-                  flush=True)
+            floor = "".join(
+                f"\nnoise floor {s}: {d:.4f} [{lo:.4f}, {hi:.4f}] (distance to a re-run, seed {cfg.noise_floor_seed})"
+                for s, (d, lo, hi) in (result["noise_floor"] or {}).items()
+            )
+            rho = "".join(
+                f"\nstate gradients {s}: Spearman ρ with recall across lags {c['across_lags']:.3f}, across "
+                f"symbols {c['mean_per_lag']:.3f} (mean over lags)"
+                for s, c in (correlation or {}).items()
+            )
+            print(
+                f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}\n"
+                f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nreport:     {report}\n"
+                f"wall time:  {result['wall_time_s']} s",
+                flush=True,
+            )
         return result
     finally:
         if "wandb" in sys.modules and sys.modules["wandb"].run is not None:

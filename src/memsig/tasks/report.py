@@ -29,9 +29,10 @@ import html
 import io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -75,23 +76,36 @@ class Model:
     signatures: dict[str, Signature] = field(default_factory=dict)
 
 
-def collect(sweep_dir: str | Path, label: Sequence[str] | None = None, select_over: Sequence[str] = ("model.dropout",),
-            metric: str = "val/loss") -> list[Model]:
+def collect(
+    sweep_dir: str | Path,
+    label: Sequence[str] | None = None,
+    select_over: Sequence[str] = ("model.dropout",),
+    metric: str = "val/loss",
+) -> list[Model]:
     """The study's models in job order (the best job per group over ``select_over``)."""
     sweep_dir = Path(sweep_dir)
     _, best = summarize(sweep_dir, metric, tuple(select_over))
     results = {row["job"]: json.loads((sweep_dir / row["job"] / "metrics.json").read_text()) for row in best}
     options = {job: parse_overrides(r["overrides"]) for job, r in results.items()}
-    keys = list(label) if label else [
-        k for k in dict.fromkeys(k for o in options.values() for k in o)
-        if k not in select_over and len({o.get(k) for o in options.values()}) > 1]  # overrides that tell jobs apart
+    keys = (
+        list(label)
+        if label
+        else [
+            k
+            for k in dict.fromkeys(k for o in options.values() for k in o)
+            if k not in select_over and len({o.get(k) for o in options.values()}) > 1
+        ]
+    )  # overrides that tell jobs apart
     models = []
     for row in best:
         result, opts = results[row["job"]], options[row["job"]]
         name = "-".join(opts[k] for k in keys if k in opts) or row["job"]
         sigs = {k: Signature.load(p) for k, p in (result.get("signatures") or {}).items() if Path(p).is_file()}
-        models.append(Model(name, sweep_dir / row["job"], result["metrics"], result.get("params"),
-                            result.get("wall_time_s"), sigs))
+        models.append(
+            Model(
+                name, sweep_dir / row["job"], result["metrics"], result.get("params"), result.get("wall_time_s"), sigs
+            )
+        )
     return models
 
 
@@ -122,17 +136,28 @@ def model_rows(models: list[Model]) -> list[dict[str, Any]]:
 
 def recall_rows(sigs: dict[str, Signature]) -> list[dict[str, Any]]:
     """One row per (signature, probed real state): marginal recall (%) at :data:`REPORT_LAGS`."""
-    return [{"signature": name, "state": state,
-             **{f"δ={lag}": round(100 * float(sig.accuracy[sig.index(state), sig.lags.index(lag)]), 1)
-                for lag in REPORT_LAGS if lag in sig.lags},
-             "majority": round(100 * float(sig.majority_rate[0, 0]), 1)}
-            for name, sig in sigs.items() for state in sig.real_states]
+    return [
+        {
+            "signature": name,
+            "state": state,
+            **{
+                f"δ={lag}": round(100 * float(sig.accuracy[sig.index(state), sig.lags.index(lag)]), 1)
+                for lag in REPORT_LAGS
+                if lag in sig.lags
+            },
+            "majority": round(100 * float(sig.majority_rate[0, 0]), 1),
+        }
+        for name, sig in sigs.items()
+        for state in sig.real_states
+    ]
 
 
 def distance_rows(sigs: dict[str, Signature], states: dict[str, str], n_boot: int = 200) -> list[dict[str, Any]]:
     """One row per pair of ``sigs`` (``states``: the state compared of each): distance and 95 % bootstrap interval."""
-    return [{"a": a, "b": b, "distance": round(d, 4), "low": round(lo, 4), "high": round(hi, 4)}
-            for (a, b), (d, lo, hi) in pairwise_distances(sigs, states, n=n_boot).items()]
+    return [
+        {"a": a, "b": b, "distance": round(d, 4), "low": round(lo, 4), "high": round(hi, 4)}
+        for (a, b), (d, lo, hi) in pairwise_distances(sigs, states, n=n_boot).items()
+    ]
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -145,14 +170,22 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 def html_table(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if r.get(k) is None else str(r[k]))}</td>" for k in keys)
-                   + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if r.get(k) is None else str(r[k]))}</td>" for k in keys) + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(sweep_dir: str | Path, title: str = "memsig study", label: Sequence[str] | None = None,
-                 select_over: Sequence[str] = ("model.dropout",), differences: Sequence[Sequence[str]] = (),
-                 formats: Sequence[str] = ("png", "svg"), n_boot: int = 200) -> Path:
+def write_report(
+    sweep_dir: str | Path,
+    title: str = "memsig study",
+    label: Sequence[str] | None = None,
+    select_over: Sequence[str] = ("model.dropout",),
+    differences: Sequence[Sequence[str]] = (),
+    formats: Sequence[str] = ("png", "svg"),
+    n_boot: int = 200,
+) -> Path:
     """Write ``<sweep_dir>/report/`` (see module docstring); the path of ``report.html``."""
     out = Path(sweep_dir) / "report"
     models = collect(sweep_dir, label, select_over)
@@ -166,12 +199,17 @@ def write_report(sweep_dir: str | Path, title: str = "memsig study", label: Sequ
         atomic_write_bytes(out / "recall.csv", _csv(recall))
     distances: list[dict[str, Any]] = []
     if sigs:
-        save_figure(marginal_curves(sigs, list(dict.fromkeys(s for sig in sigs.values() for s in sig.real_states))),
-                    out / "marginal_recall", tuple(formats))
+        save_figure(
+            marginal_curves(sigs, list(dict.fromkeys(s for sig in sigs.values() for s in sig.real_states))),
+            out / "marginal_recall",
+            tuple(formats),
+        )
         figures.append(("Marginal recall per lag of every model and probed state", "marginal_recall.png"))
         first = {name: sig.real_states[0] for name, sig in sigs.items()}
         save_figure(side_by_side(sigs, first), out / "side_by_side", tuple(formats))
-        figures.append(("Per-symbol recall (first probed state of each signature), one colour scale", "side_by_side.png"))
+        figures.append(
+            ("Per-symbol recall (first probed state of each signature), one colour scale", "side_by_side.png")
+        )
         for a, b in differences:
             if a not in sigs or b not in sigs:
                 log.warning("difference %s vs %s: no such signatures (have %s)", a, b, sorted(sigs))
@@ -182,38 +220,64 @@ def write_report(sweep_dir: str | Path, title: str = "memsig study", label: Sequ
         if len(sigs) > 1:
             distances = distance_rows(sigs, first, n_boot)
             atomic_write_bytes(out / "distances.csv", _csv(distances))
-    md = [f"# {title}", "", f"Sweep: `{Path(sweep_dir).resolve()}` ({len(models)} models)", "", "## Models", "",
-          _markdown_table(rows), ""]
+    md = [
+        f"# {title}",
+        "",
+        f"Sweep: `{Path(sweep_dir).resolve()}` ({len(models)} models)",
+        "",
+        "## Models",
+        "",
+        _markdown_table(rows),
+        "",
+    ]
     if recall:
         md += ["## Marginal recall (%) per lag", "", _markdown_table(recall), ""]
-    page = [f"<h1>{html.escape(title)}</h1>", f"<p>Sweep: <code>{html.escape(str(Path(sweep_dir).resolve()))}</code>"
-            f" ({len(models)} models)</p>", "<h2>Models</h2>", html_table(rows)]
+    page = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Sweep: <code>{html.escape(str(Path(sweep_dir).resolve()))}</code> ({len(models)} models)</p>",
+        "<h2>Models</h2>",
+        html_table(rows),
+    ]
     if recall:
         page += ["<h2>Marginal recall (%) per lag</h2>", html_table(recall)]
     for caption, png in figures:
         md += [f"## {caption}", "", f"![{caption}]({png})", ""]
         page += [f"<h2>{html.escape(caption)}</h2>", f'<img src="{html.escape(png)}" style="max-width:100%">']
     if distances:
-        md += ["## Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)", "",
-               _markdown_table(distances), ""]
-        page += ["<h2>Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)</h2>",
-                 html_table(distances)]
+        md += [
+            "## Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)",
+            "",
+            _markdown_table(distances),
+            "",
+        ]
+        page += [
+            "<h2>Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)</h2>",
+            html_table(distances),
+        ]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     style = "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
     atomic_write_bytes(out / "report.html", f"<!doctype html><meta charset='utf-8'>{style}{''.join(page)}".encode())
-    print(f"study report: {out / 'report.html'}\n{_markdown_table(rows)}\n{_markdown_table(recall) if recall else ''}",
-          flush=True)
+    print(
+        f"study report: {out / 'report.html'}\n{_markdown_table(rows)}\n{_markdown_table(recall) if recall else ''}",
+        flush=True,
+    )
     return out / "report.html"
 
 
 class StudyReport(Callback):
     """Hydra callback: :func:`write_report` into the sweep dir when a multirun ends."""
 
-    def __init__(self, title: str = "memsig study", label: Sequence[str] | None = None,
-                 select_over: Sequence[str] = ("model.dropout",), differences: Sequence[Sequence[str]] = (),
-                 formats: Sequence[str] = ("png", "svg")) -> None:
-        self.study = StudySettings(title, list(label) if label else None, list(select_over),
-                                   [list(p) for p in differences])
+    def __init__(
+        self,
+        title: str = "memsig study",
+        label: Sequence[str] | None = None,
+        select_over: Sequence[str] = ("model.dropout",),
+        differences: Sequence[Sequence[str]] = (),
+        formats: Sequence[str] = ("png", "svg"),
+    ) -> None:
+        self.study = StudySettings(
+            title, list(label) if label else None, list(select_over), [list(p) for p in differences]
+        )
         self.formats = list(formats)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -228,8 +292,14 @@ def add_study_arguments(ap: Any) -> None:
     ap.add_argument("--title", help="page title")
     ap.add_argument("--label", nargs="+", help="override keys that name a model (default: the ones that differ)")
     ap.add_argument("--select-over", nargs="*", default=["model.dropout"], help="keep the best job over these")
-    ap.add_argument("--difference", nargs=2, action="append", default=[], metavar=("A", "B"),
-                    help="a difference map A - B (model names as in the report); the page's default: every pair")
+    ap.add_argument(
+        "--difference",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="a difference map A - B (model names as in the report); the page's default: every pair",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,8 +32,9 @@ from memsig.tasks.probe import source_meta, without_augmentation, write_figures
 log = logging.getLogger(__name__)
 
 
-def evaluate_elsewhere(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule,
-                       ckpt: str | None) -> dict[str, float]:
+def evaluate_elsewhere(
+    cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, ckpt: str | None
+) -> dict[str, float]:
     """Test metrics of ``ckpt`` (None: the model as it is) on every corpus of ``cfg.evaluate_on``."""
     metrics: dict[str, float] = {}
     for name, data_cfg in (cfg.get("evaluate_on") or {}).items():
@@ -51,8 +52,10 @@ def probe_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         return {}
     base = OmegaConf.create(OmegaConf.to_container(base, resolve=True))  # not in struct mode: variants may add keys
     variants = cfg.signature.get("variants") or {}
-    return {name: OmegaConf.to_container(OmegaConf.merge(base, extra), resolve=True)  # type: ignore[misc]
-            for name, extra in {"main": {}, **variants}.items()}
+    return {
+        name: OmegaConf.to_container(OmegaConf.merge(base, extra), resolve=True)  # type: ignore[misc]
+        for name, extra in {"main": {}, **variants}.items()
+    }
 
 
 def _probed(cfg: DictConfig, ckpt: str | Path, datamodule: Any) -> tuple[Any, Any]:
@@ -75,8 +78,9 @@ def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Pa
         options.pop("_target_", None)
         quick = options.pop("mode", None) == "quick"
         log.info("signature %r (%s probe)", name, "quick" if quick else "MLP")
-        sig = probe_api(model, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False,
-                        **options)
+        sig = probe_api(
+            model, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False, **options
+        )
         sig.meta.update({**meta, "signature": name})
         path = sig.save(out / "signatures" / f"{name}.npz")
         write_figures(sig, out / "signatures" / name, list(cfg.signature.plot_formats))
@@ -105,10 +109,19 @@ def write_bases(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Path, m
     meta = {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test"}
 
     def probe(source: Any) -> Any:
-        sig = probe_api(source, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False,
-                        **options)
+        sig = probe_api(
+            source, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False, **options
+        )
         sig.meta.update(meta)
         return sig
 
-    return write_basis_signatures(model, datamodule, Signature.load(main), bases.get("names", []), out / "signatures",
-                                  probe, bases.get("summary"), list(cfg.signature.plot_formats))
+    return write_basis_signatures(
+        model,
+        datamodule,
+        Signature.load(main),
+        bases.get("names", []),
+        out / "signatures",
+        probe,
+        bases.get("summary"),
+        list(cfg.signature.plot_formats),
+    )

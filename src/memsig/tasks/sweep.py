@@ -30,7 +30,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
     return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
 
 
-def summarize(sweep_dir: str | Path, metric: str = "val/loss", select_over: tuple[str, ...] = ("model.dropout",)) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def summarize(
+    sweep_dir: str | Path, metric: str = "val/loss", select_over: tuple[str, ...] = ("model.dropout",)
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of all jobs and the best row per group (see module docstring)."""
     rows, swept = [], set()
     for f in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
@@ -60,7 +62,9 @@ def _csv(rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_summary(sweep_dir: str | Path, metric: str = "val/loss", select_over: tuple[str, ...] = ("model.dropout",)) -> list[dict[str, Any]]:
+def write_summary(
+    sweep_dir: str | Path, metric: str = "val/loss", select_over: tuple[str, ...] = ("model.dropout",)
+) -> list[dict[str, Any]]:
     """Write ``summary.csv`` and ``best.csv`` into ``sweep_dir``; return the best rows."""
     rows, best = summarize(sweep_dir, metric, select_over)
     if not rows:
@@ -72,7 +76,7 @@ def write_summary(sweep_dir: str | Path, metric: str = "val/loss", select_over: 
     print(f"best by {metric} over {', '.join(select_over)} ({len(rows)} jobs, tables in {sweep_dir}):")
     print("  ".join(f"{k:>14}" for k in ["job", *shown]))
     for r in best:
-        print("  ".join(f"{str(r.get(k, '')):>14}" for k in ["job", *shown]))
+        print("  ".join(f"{r.get(k, '')!s:>14}" for k in ["job", *shown]))
     return best
 
 

@@ -58,7 +58,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         load_weights(model, source)
         log.info("initial weights from %s", source)
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False
+    )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     try:
@@ -77,7 +79,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         result = {
             "metrics": metrics,
             "best_checkpoint": best,
-            "best_val_loss": float(ckpt_cb.best_model_score) if getattr(ckpt_cb, "best_model_score", None) is not None else None,
+            "best_val_loss": float(ckpt_cb.best_model_score)
+            if getattr(ckpt_cb, "best_model_score", None) is not None
+            else None,
             "monitor": getattr(ckpt_cb, "monitor", None),
             "last_checkpoint": last,
             "signatures": {},
@@ -87,8 +91,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             unfit = quality_gate(cfg, metrics)
             if unfit:
-                log.warning("no signature: %s (probe only a model that passed its bar; signature.require=null "
-                            "probes anyway)", unfit)
+                log.warning(
+                    "no signature: %s (probe only a model that passed its bar; signature.require=null probes anyway)",
+                    unfit,
+                )
                 result["not_probed"] = unfit
             elif tested or last:
                 result["signatures"] = write_signatures(cfg, tested or last, datamodule, out)
@@ -115,16 +121,25 @@ def _count_ngram(cfg: DictConfig, model: NGramLM, datamodule: Any, out: Path, st
     """
     datamodule.setup()
     model.fit(datamodule.ids("train"))
-    metrics = {f"{stage}/{k}": v for split, stage in (("dev", "val"), ("test", "test"))
-               for k, v in model.evaluate(datamodule.ids(split)).items()}
+    metrics = {
+        f"{stage}/{k}": v
+        for split, stage in (("dev", "val"), ("test", "test"))
+        for k, v in model.evaluate(datamodule.ids(split)).items()
+    }
     for name, data_cfg in (cfg.get("evaluate_on") or {}).items():
         other = hydra.utils.instantiate(data_cfg, vocab=model.vocab)
         other.setup()
         metrics.update({f"eval/{name}/{k}": v for k, v in model.evaluate(other.ids("test")).items()})
     ckpt = model.save(out / "checkpoints" / "ngram.ckpt")
-    result = {"metrics": metrics, "best_checkpoint": str(ckpt), "best_val_loss": metrics["val/loss"],
-              "last_checkpoint": str(ckpt), "overrides": task_overrides(), "params": 0,
-              "signatures": write_signatures(cfg, ckpt, datamodule, out)}
+    result = {
+        "metrics": metrics,
+        "best_checkpoint": str(ckpt),
+        "best_val_loss": metrics["val/loss"],
+        "last_checkpoint": str(ckpt),
+        "overrides": task_overrides(),
+        "params": 0,
+        "signatures": write_signatures(cfg, ckpt, datamodule, out),
+    }
     if result["signatures"]:
         _, lags = resolve_probe(model, None, probe_settings(cfg)["main"].get("lags"))  # the probe's lags
         table = count_table_signature(model, datamodule, lags).save(out / "signatures" / "count_table.npz")
@@ -170,8 +185,10 @@ def _print_summary(result: dict[str, Any], out: Path) -> None:
     m = result["metrics"]
     lines = [f"run dir:          {out}"]
     if "test/ppl" in m:
-        lines.append(f"test  loss/char:  {m['test/loss']:.4f} nats  ({m['test/bpc']:.4f} bits/char, "
-                     f"perplexity {m['test/ppl']:.3f})")
+        lines.append(
+            f"test  loss/char:  {m['test/loss']:.4f} nats  ({m['test/bpc']:.4f} bits/char, "
+            f"perplexity {m['test/ppl']:.3f})"
+        )
     for prefix in sorted({k.rsplit("/", 1)[0] for k in m if k.endswith("/cer") and not k.startswith(("val", "train"))}):
         wer = f", WER {100 * m[prefix + '/wer']:.1f} %" if prefix + "/wer" in m else ""
         lines.append(f"{prefix + ' CER:':<17} {100 * m[prefix + '/cer']:.1f} %{wer}")

@@ -15,7 +15,19 @@ from memsig.data.speech.features import LogMel, SpecAugment
 from memsig.data.speech.manifest import Utterance, read_manifest, write_manifest
 
 __all__ = [
-    "AudioError", "EspeakCorpus", "FSDDCorpus", "LibriSpeechCorpus", "LibriVoxCorpus", "LogMel", "ManifestCorpus",
-    "SpecAugment", "SpeechCorpus", "SpeechDataModule", "Utterance", "WSJSpeechCorpus", "read_audio", "read_manifest",
+    "AudioError",
+    "EspeakCorpus",
+    "FSDDCorpus",
+    "LibriSpeechCorpus",
+    "LibriVoxCorpus",
+    "LogMel",
+    "ManifestCorpus",
+    "SpecAugment",
+    "SpeechCorpus",
+    "SpeechDataModule",
+    "Utterance",
+    "WSJSpeechCorpus",
+    "read_audio",
+    "read_manifest",
     "write_manifest",
 ]

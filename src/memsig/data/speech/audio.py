@@ -10,10 +10,10 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 
 from memsig.data.io import CorpusError
+from memsig.data.speech.backend import torchaudio
 
 SILENCE_PEAK = 1e-4  # a file whose largest |sample| is below this is silent
 
@@ -41,8 +41,10 @@ def read_audio(path: str | Path, sample_rate: int = 16000, resample: bool = True
     path = Path(path)
     drop = "or drop it from the corpus (data.on_bad_audio=skip)"
     if not path.is_file():
-        raise AudioError(f"audio file {path} does not exist; check the corpus/manifest paths "
-                         f"(relative manifest paths are relative to the manifest's folder) {drop}")
+        raise AudioError(
+            f"audio file {path} does not exist; check the corpus/manifest paths "
+            f"(relative manifest paths are relative to the manifest's folder) {drop}"
+        )
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
@@ -52,11 +54,14 @@ def read_audio(path: str | Path, sample_rate: int = 16000, resample: bool = True
         raise AudioError(f"audio file {path} has no samples; re-create it {drop}")
     peak = float(wave.abs().max())
     if peak < SILENCE_PEAK:
-        raise AudioError(f"audio file {path} is silent (peak {peak:.1e} < {SILENCE_PEAK:g}); "
-                         f"check the recording {drop}")
+        raise AudioError(
+            f"audio file {path} is silent (peak {peak:.1e} < {SILENCE_PEAK:g}); check the recording {drop}"
+        )
     if rate != sample_rate:
         if not resample:
-            raise AudioError(f"audio file {path} has sample rate {rate} Hz, expected {sample_rate} Hz; convert it "
-                             f"(e.g. `sox {path.name} -r {sample_rate} out.wav`), allow resampling, {drop}")
-        wave = AF.resample(wave, rate, sample_rate)
+            raise AudioError(
+                f"audio file {path} has sample rate {rate} Hz, expected {sample_rate} Hz; convert it "
+                f"(e.g. `sox {path.name} -r {sample_rate} out.wav`), allow resampling, {drop}"
+            )
+        wave = torchaudio("functional").resample(wave, rate, sample_rate)
     return wave

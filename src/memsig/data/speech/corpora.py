@@ -25,12 +25,14 @@ import re
 import shutil
 import tarfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import soundfile as sf
 
 from memsig.data.io import CorpusError, matched_lines, read_text
+from memsig.data.speech.backend import torchaudio
 from memsig.data.speech.manifest import Utterance, read_manifest
 from memsig.data.wsj import WSJCorpus, normalize_dot
 
@@ -74,8 +76,9 @@ class ManifestCorpus(SpeechCorpus):
         name: label for logs.
     """
 
-    def __init__(self, train: str | None = None, dev: str | None = None, test: str | None = None,
-                 name: str = "manifest") -> None:
+    def __init__(
+        self, train: str | None = None, dev: str | None = None, test: str | None = None, name: str = "manifest"
+    ) -> None:
         self.paths = {"train": train, "dev": dev, "test": test}
         self.name = name
 
@@ -101,8 +104,9 @@ class EspeakCorpus(SpeechCorpus):
 
     name = "espeak_ptb"
 
-    def __init__(self, cache_dir: str, text_root: str, hours: dict[str, float], seed: int = 0, workers: int = 2,
-                 **options: Any) -> None:
+    def __init__(
+        self, cache_dir: str, text_root: str, hours: dict[str, float], seed: int = 0, workers: int = 2, **options: Any
+    ) -> None:
         self.cache_dir, self.text_root = Path(cache_dir), Path(text_root)
         self.hours = {s: float(h) for s, h in hours.items()}
         self.seed, self.workers, self.options = seed, workers, options
@@ -110,16 +114,16 @@ class EspeakCorpus(SpeechCorpus):
     @property
     def out_dir(self) -> Path:
         """The corpus folder: a hash of every setting that changes the audio."""
-        settings = {"text_root": str(self.text_root.absolute()), "hours": self.hours, "seed": self.seed,
-                    **self.options}
+        settings = {"text_root": str(self.text_root.absolute()), "hours": self.hours, "seed": self.seed, **self.options}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return self.cache_dir / f"espeak_ptb_{digest}"
 
     def load(self) -> dict[str, list[Utterance]]:
         from memsig.data.speech.synth import build_espeak_corpus  # the builder needs espeak-ng only here
 
-        manifests = build_espeak_corpus(self.out_dir, self.text_root, self.hours, self.seed, workers=self.workers,
-                                        **self.options)
+        manifests = build_espeak_corpus(
+            self.out_dir, self.text_root, self.hours, self.seed, workers=self.workers, **self.options
+        )
         return {s: read_manifest(manifests[s]) if s in manifests else [] for s in SPLITS}
 
 
@@ -129,8 +133,9 @@ def extract_once(archive: Path, target: Path) -> Path:
     if target.is_dir():
         return target
     if not archive.is_file():
-        raise CorpusError(f"archive {archive} does not exist; check paths.data_dir (MEMSIG_DATA_DIR) or "
-                          "data.corpus.archive")
+        raise CorpusError(
+            f"archive {archive} does not exist; check paths.data_dir (MEMSIG_DATA_DIR) or data.corpus.archive"
+        )
     log.info("extracting %s -> %s", archive, target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -176,8 +181,9 @@ class FSDDCorpus(SpeechCorpus):
         folder = extract_once(self.archive, self.cache_dir / "fsdd") / "recordings"
         files = sorted(folder.glob("*.wav"))
         if not files:
-            raise CorpusError(f"no .wav files in {folder}; delete {folder.parent} and let it be extracted again "
-                              f"from {self.archive}")
+            raise CorpusError(
+                f"no .wav files in {folder}; delete {folder.parent} and let it be extracted again from {self.archive}"
+            )
         out: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
         for path in files:
             m = _FSDD_NAME.match(path.stem)
@@ -185,8 +191,9 @@ class FSDDCorpus(SpeechCorpus):
                 raise CorpusError(f"FSDD file {path} is not named digit_speaker_index.wav; remove it")
             index = int(m.group(3))
             split = "test" if index < 5 else "dev" if index < 10 else "train"
-            out[split].append(Utterance(path.stem, str(path), DIGIT_WORDS[int(m.group(1))], m.group(2),
-                                        audio_duration(path)))
+            out[split].append(
+                Utterance(path.stem, str(path), DIGIT_WORDS[int(m.group(1))], m.group(2), audio_duration(path))
+            )
         return out
 
 
@@ -210,8 +217,10 @@ class LibriVoxCorpus(SpeechCorpus):
     def load(self) -> dict[str, list[Utterance]]:
         path = self.root / "transcription"
         if not path.is_file():
-            raise CorpusError(f"LibriVox transcription {path} does not exist; install pocketsphinx-testdata "
-                              "(apt-get install pocketsphinx-testdata) or set data.corpus.root")
+            raise CorpusError(
+                f"LibriVox transcription {path} does not exist; install pocketsphinx-testdata "
+                "(apt-get install pocketsphinx-testdata) or set data.corpus.root"
+            )
         test = []
         for m in matched_lines(path, _SPHINX_LINE, "LibriVox transcription", "'<s> text </s> (id)'"):
             text, uttid = m.groups()
@@ -233,8 +242,14 @@ class LibriSpeechCorpus(SpeechCorpus):
 
     name = "librispeech"
 
-    def __init__(self, root: str, train: Iterable[str] = ("train-clean-100",), dev: Iterable[str] = ("dev-clean",),
-                 test: Iterable[str] = ("test-clean",), download: bool = False) -> None:
+    def __init__(
+        self,
+        root: str,
+        train: Iterable[str] = ("train-clean-100",),
+        dev: Iterable[str] = ("dev-clean",),
+        test: Iterable[str] = ("test-clean",),
+        download: bool = False,
+    ) -> None:
         self.root, self.download = Path(root), download
         self.subsets = {"train": tuple(train), "dev": tuple(dev), "test": tuple(test)}
 
@@ -243,12 +258,12 @@ class LibriSpeechCorpus(SpeechCorpus):
         folder = self.root / "LibriSpeech" / subset
         if not folder.is_dir():
             if not self.download:
-                raise CorpusError(f"LibriSpeech subset folder {folder} does not exist; set data.corpus.download=true "
-                                  f"or unpack {subset}.tar.gz from https://www.openslr.org/12 into {self.root}")
-            from torchaudio.datasets import LIBRISPEECH
-
+                raise CorpusError(
+                    f"LibriSpeech subset folder {folder} does not exist; set data.corpus.download=true "
+                    f"or unpack {subset}.tar.gz from https://www.openslr.org/12 into {self.root}"
+                )
             self.root.mkdir(parents=True, exist_ok=True)
-            LIBRISPEECH(self.root, url=subset, download=True)
+            torchaudio("datasets").LIBRISPEECH(self.root, url=subset, download=True)
         return folder
 
     def load(self) -> dict[str, list[Utterance]]:
@@ -260,8 +275,9 @@ class LibriSpeechCorpus(SpeechCorpus):
                         if line.strip():
                             uttid, _, text = line.strip().partition(" ")
                             audio = trans.parent / f"{uttid}.flac"
-                            out[split].append(Utterance(uttid, str(audio), text, uttid.split("-")[0],
-                                                        audio_duration(audio)))
+                            out[split].append(
+                                Utterance(uttid, str(audio), text, uttid.split("-")[0], audio_duration(audio))
+                            )
         return out
 
 
@@ -284,16 +300,26 @@ class WSJSpeechCorpus(SpeechCorpus):
 
     name = "wsj_speech"
 
-    def __init__(self, root: str, audio_root: str | None = None, train_subsets: Iterable[str] = ("si_tr_s",),
-                 dev_subsets: Iterable[str] = ("si_dt_20",), test_subsets: Iterable[str] = ("si_et_05",),
-                 audio_ext: str = ".wav") -> None:
+    def __init__(
+        self,
+        root: str,
+        audio_root: str | None = None,
+        train_subsets: Iterable[str] = ("si_tr_s",),
+        dev_subsets: Iterable[str] = ("si_dt_20",),
+        test_subsets: Iterable[str] = ("si_et_05",),
+        audio_ext: str = ".wav",
+    ) -> None:
         self.text = WSJCorpus(root, train_subsets, dev_subsets, test_subsets)
         self.audio_root, self.audio_ext = Path(audio_root or root), audio_ext.lower()
 
     def audio_files(self) -> dict[str, Path]:
         """Utterance id (lower case) -> converted audio file, the first in path order."""
-        found = sorted(Path(d, f) for d, _, names in os.walk(self.audio_root, followlinks=True)
-                       for f in names if f.lower().endswith(self.audio_ext))
+        found = sorted(
+            Path(d, f)
+            for d, _, names in os.walk(self.audio_root, followlinks=True)
+            for f in names
+            if f.lower().endswith(self.audio_ext)
+        )
         files: dict[str, Path] = {}
         for path in found:
             files.setdefault(path.stem.lower(), path)
@@ -311,11 +337,21 @@ class WSJSpeechCorpus(SpeechCorpus):
         for split, texts in raw.items():
             have = [u for u in sorted(texts) if u.lower() in audio]
             if texts and not have:
-                raise CorpusError(f"none of the {len(texts)} WSJ {split} utterances has a {self.audio_ext} file below "
-                                  f"{self.audio_root}; convert the .wv1 files with sph2pipe (see WSJSpeechCorpus)")
+                raise CorpusError(
+                    f"none of the {len(texts)} WSJ {split} utterances has a {self.audio_ext} file below "
+                    f"{self.audio_root}; convert the .wv1 files with sph2pipe (see WSJSpeechCorpus)"
+                )
             if len(have) < len(texts):
-                log.warning("WSJ %s: %d of %d utterances have no %s file below %s; left out", split,
-                            len(texts) - len(have), len(texts), self.audio_ext, self.audio_root)
-            out[split] = [Utterance(u, str(audio[u.lower()]), normalize_dot(texts[u]), u[:3],
-                                    audio_duration(audio[u.lower()])) for u in have]
+                log.warning(
+                    "WSJ %s: %d of %d utterances have no %s file below %s; left out",
+                    split,
+                    len(texts) - len(have),
+                    len(texts),
+                    self.audio_ext,
+                    self.audio_root,
+                )
+            out[split] = [
+                Utterance(u, str(audio[u.lower()]), normalize_dot(texts[u]), u[:3], audio_duration(audio[u.lower()]))
+                for u in have
+            ]
         return out

@@ -109,8 +109,16 @@ class BucketBatches(Dataset):
         equal_share: first drop the last batches so every rank gets as many (training).
     """
 
-    def __init__(self, examples: list[Example], max_frames: int, max_batch_size: int, collate: SpeechCollate,
-                 rank: int = 0, world_size: int = 1, equal_share: bool = False) -> None:
+    def __init__(
+        self,
+        examples: list[Example],
+        max_frames: int,
+        max_batch_size: int,
+        collate: SpeechCollate,
+        rank: int = 0,
+        world_size: int = 1,
+        equal_share: bool = False,
+    ) -> None:
         batches = length_buckets([e.features.shape[0] for e in examples], max_frames, max_batch_size)
         if equal_share:
             batches = batches[: len(batches) - len(batches) % world_size]
@@ -239,8 +247,12 @@ class SpeechDataModule(L.LightningDataModule):
         """Features and ids of a split's utterances; the others recorded in ``skipped``."""
         out: list[Example] = []
         kinds: Counter[str] = Counter()
-        bar = tqdm(utts, desc=f"{self.corpus.name} {split} features", unit="utt",
-                   disable=True if len(utts) < PROGRESS_MIN else None)  # None: only on a terminal
+        bar = tqdm(
+            utts,
+            desc=f"{self.corpus.name} {split} features",
+            unit="utt",
+            disable=True if len(utts) < PROGRESS_MIN else None,
+        )  # None: only on a terminal
         for u in bar:
             text = self.vocab.normalize(u.text)
             try:
@@ -303,13 +315,25 @@ class SpeechDataModule(L.LightningDataModule):
             )
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         seconds = self.batch_seconds if train else self.eval_batch_seconds
-        return BucketBatches(examples, int(seconds * self.frame_rate), self.max_batch_size,
-                             SpeechCollate(self.spec_augment if train else None), rank, world, equal_share=train)
+        return BucketBatches(
+            examples,
+            int(seconds * self.frame_rate),
+            self.max_batch_size,
+            SpeechCollate(self.spec_augment if train else None),
+            rank,
+            world,
+            equal_share=train,
+        )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         batches = self._batches(split, train)
-        return DataLoader(batches, batch_size=None, sampler=EpochOrder(len(batches), shuffle=train, seed=self.seed),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            batches,
+            batch_size=None,
+            sampler=EpochOrder(len(batches), shuffle=train, seed=self.seed),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

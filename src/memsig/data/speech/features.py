@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torchaudio.transforms as AT
 from torch import Tensor, nn
+
+from memsig.data.speech.backend import torchaudio
 
 
 class LogMel(nn.Module):
@@ -27,19 +28,34 @@ class LogMel(nn.Module):
         normalize: per-utterance mean/variance normalisation of each bin.
     """
 
-    def __init__(self, sample_rate: int = 16000, n_mels: int = 80, win_ms: float = 25.0, hop_ms: float = 10.0,
-                 n_fft: int | None = None, floor: float = 1e-6, normalize: bool = False) -> None:
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        n_fft: int | None = None,
+        floor: float = 1e-6,
+        normalize: bool = False,
+    ) -> None:
         super().__init__()
         self.sample_rate, self.n_mels = sample_rate, n_mels
         self.win_length = round(sample_rate * win_ms / 1000)
         self.hop_length = round(sample_rate * hop_ms / 1000)
         self.n_fft = n_fft or 2 ** math.ceil(math.log2(self.win_length))
         if self.n_fft < self.win_length or self.hop_length < 1:
-            raise ValueError(f"LogMel: n_fft ({self.n_fft}) must be >= the window ({self.win_length} samples) and "
-                             f"hop_ms ({hop_ms}) must be at least one sample at {sample_rate} Hz")
+            raise ValueError(
+                f"LogMel: n_fft ({self.n_fft}) must be >= the window ({self.win_length} samples) and "
+                f"hop_ms ({hop_ms}) must be at least one sample at {sample_rate} Hz"
+            )
         self.floor, self.normalize = floor, normalize
-        self.mel = AT.MelSpectrogram(sample_rate=sample_rate, n_fft=self.n_fft, win_length=self.win_length,
-                                     hop_length=self.hop_length, n_mels=n_mels)
+        self.mel = torchaudio("transforms").MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=self.n_fft,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            n_mels=n_mels,
+        )
 
     @property
     def frame_rate(self) -> float:
@@ -75,8 +91,14 @@ class SpecAugment(nn.Module):
         max_time_ratio: a time mask covers at most this share of the utterance's frames.
     """
 
-    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2, time_width: int = 40,
-                 max_time_ratio: float = 0.1) -> None:
+    def __init__(
+        self,
+        freq_masks: int = 2,
+        freq_width: int = 15,
+        time_masks: int = 2,
+        time_width: int = 40,
+        max_time_ratio: float = 0.1,
+    ) -> None:
         super().__init__()
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.time_masks, self.time_width = time_masks, time_width
@@ -90,8 +112,10 @@ class SpecAugment(nn.Module):
         fill = feats.mean()
         n_frames, n_bins = feats.shape
         time_width = min(self.time_width, int(self.max_time_ratio * n_frames))
-        for dim, count, width, size in ((1, self.freq_masks, self.freq_width, n_bins),
-                                        (0, self.time_masks, time_width, n_frames)):
+        for dim, count, width, size in (
+            (1, self.freq_masks, self.freq_width, n_bins),
+            (0, self.time_masks, time_width, n_frames),
+        ):
             for _ in range(count):
                 w = int(torch.randint(0, min(width, size) + 1, ()))
                 start = int(torch.randint(0, size - w + 1, ()))

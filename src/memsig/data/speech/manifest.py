@@ -12,9 +12,9 @@ An empty ``.jsonl`` file is a split without utterances.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 from memsig.data.io import CorpusError, atomic_write_bytes, read_text
 
@@ -55,8 +55,9 @@ def _utterance(record: dict, folder: Path, where: str) -> Utterance:
         duration = float(record["duration"])
     except (TypeError, ValueError):
         raise CorpusError(f"{where}: duration {record['duration']!r} is not a number of seconds") from None
-    return Utterance(str(record["id"]), str(folder / str(record["audio"])), str(record["text"]),
-                     str(record["speaker"]), duration)
+    return Utterance(
+        str(record["id"]), str(folder / str(record["audio"])), str(record["text"]), str(record["speaker"]), duration
+    )
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -124,8 +125,10 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> None:
             continue
         bad = [k for k in FIELDS if any(c in str(record[k]) for c in "\t\r\n")]
         if bad:
-            raise CorpusError(f"utterance {u.id!r}: field(s) {', '.join(bad)} hold a tab or newline, which a TSV "
-                              f"manifest cannot store; write {path.with_suffix('.jsonl').name} instead")
+            raise CorpusError(
+                f"utterance {u.id!r}: field(s) {', '.join(bad)} hold a tab or newline, which a TSV "
+                f"manifest cannot store; write {path.with_suffix('.jsonl').name} instead"
+            )
         rows.append("\t".join(repr(record[k]) if k == "duration" else str(record[k]) for k in FIELDS))
     header = ["\t".join(FIELDS)] if kind == "tsv" else []
     atomic_write_bytes(path, "".join(line + "\n" for line in header + rows).encode("utf-8"))

@@ -29,11 +29,29 @@ import numpy as np
 
 from memsig.data.corpora import reattach_ptb_clitics
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SCALES = ((10**9, "billion"), (10**6, "million"), (10**3, "thousand"))
 MAX_NUMBER = 10**12 - 1
 
@@ -66,10 +84,25 @@ CURRENCIES: dict[str, tuple[str, str]] = {
     "hk$": ("hong kong dollar", "hong kong dollars"),
 }
 _MONTHS = frozenset(
-    "january february march april may june july august september october november december".split()
+    [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
 )
 # Abbreviation stems that are also words: a sentence ending in one keeps the word.
-_STEMS_THAT_ARE_WORDS = frozenset("no mass ill wash ore mar dec gen rep del ind mo sen gov".split())
+_STEMS_THAT_ARE_WORDS = frozenset(
+    ["no", "mass", "ill", "wash", "ore", "mar", "dec", "gen", "rep", "del", "ind", "mo", "sen", "gov"]
+)
 _AMOUNT_SCALES = frozenset({"million", "billion", "trillion"})
 _WORD = r"[a-z]+(?:'[a-z]+)*'?"
 _PLAIN_TOKEN = re.compile(r"'?" + _WORD)  # a word, or a split clitic such as 's / n't

@@ -46,10 +46,10 @@ import math
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -103,8 +103,7 @@ def _run(cmd: list[str], what: str, check: bool = True) -> bytes:
         done = subprocess.run(cmd, capture_output=True, check=False)
     except FileNotFoundError:
         raise SynthError(
-            f"{cmd[0]} is not installed; install it (`apt-get install {cmd[0]}`) to build the "
-            "synthetic speech corpus"
+            f"{cmd[0]} is not installed; install it (`apt-get install {cmd[0]}`) to build the synthetic speech corpus"
         ) from None
     if check and done.returncode != 0:
         err = done.stderr.decode(errors="replace").strip()
@@ -112,7 +111,7 @@ def _run(cmd: list[str], what: str, check: bool = True) -> bytes:
     return done.stdout
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tool_version(tool: str) -> str:
     """What ``espeak-ng --version`` or ``flite --version`` prints (flite exits 1 doing so), on one
     line; :class:`SynthError` when the tool is missing."""

@@ -17,12 +17,14 @@ Two sources of the span:
 from __future__ import annotations
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 
+from memsig.data.speech.backend import torchaudio
 
-def ctc_centres(log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_lengths: Tensor, blank: int,
-                reduction: int) -> tuple[Tensor, Tensor]:
+
+def ctc_centres(
+    log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_lengths: Tensor, blank: int, reduction: int
+) -> tuple[Tensor, Tensor]:
     """Grapheme centres by CTC forced alignment.
 
     Args:
@@ -38,6 +40,7 @@ def ctc_centres(log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_length
     centres = torch.full((b, length), float("nan"))
     aligned = torch.zeros(b, dtype=torch.bool)
     lp = log_probs.detach().float().cpu()
+    AF = torchaudio("functional")
     for i in range(b):
         n, m = int(lengths[i]), int(token_lengths[i])
         seq = tokens[i, :m].cpu().int()

@@ -23,8 +23,15 @@ class Attention(nn.Module):
         channels, kernel: location convolution (``kernel`` odd).
     """
 
-    def __init__(self, query_size: int, key_size: int, size: int = 128, location: bool = True,
-                 channels: int = 10, kernel: int = 31) -> None:
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        size: int = 128,
+        location: bool = True,
+        channels: int = 10,
+        kernel: int = 31,
+    ) -> None:
         super().__init__()
         if kernel % 2 == 0:
             raise ValueError(f"attention kernel must be odd; got {kernel}")
@@ -40,8 +47,9 @@ class Attention(nn.Module):
         """Keys of the listener frames, computed once per utterance: ``[B, T, K] -> [B, T, size]``."""
         return self.key(memory)
 
-    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor,
-                previous: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, previous: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """One attention step.
 
         Args:

@@ -48,8 +48,9 @@ def greedy(speller: Speller, memory: Tensor, lengths: Tensor, max_len: Tensor) -
 
 
 @torch.no_grad()
-def beam_search(speller: Speller, memory: Tensor, lengths: Tensor, max_len: Tensor, beam: int = 4,
-                length_norm: float = 1.0) -> list[list[int]]:
+def beam_search(
+    speller: Speller, memory: Tensor, lengths: Tensor, max_len: Tensor, beam: int = 4, length_norm: float = 1.0
+) -> list[list[int]]:
     """Beam search, one utterance at a time (the hypotheses of one utterance form a batch).
 
     Finished hypotheses are scored by ``log p / len^length_norm``; the search stops when

@@ -8,7 +8,7 @@ frames, layer 1 runs at 50 Hz (frames stacked ×2), layer 2 at 25 Hz and layer 3
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -63,8 +63,9 @@ class PyramidalListener(nn.Module):
         dropout: on every layer's output but the last.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, reductions: Sequence[int] = (2, 2, 2),
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, reductions: Sequence[int] = (2, 2, 2), dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if not reductions or any(int(r) < 1 for r in reductions):
             raise ValueError(f"listener reductions must be positive integers, one per layer; got {list(reductions)}")

@@ -22,7 +22,8 @@ transcript, where "after consuming symbol t" means:
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -43,32 +44,41 @@ Alignment = Literal["ctc", "attention"]
 
 class LAS(L.LightningModule):
     """Args:
-        vocab: the grapheme set (a :class:`Vocab` or its ``to_dict()``).
-        feature_size: input features per frame (``n_mels``).
-        frame_shift_ms, frame_window_ms: the feature frames' hop and window (for lengths
-            in seconds and each layer's frame span).
-        listener_hidden, reductions, listener_dropout: the pyramidal BiLSTM
-            (:class:`~.listener.PyramidalListener`).
-        embedding_size, speller_hidden, speller_layers: the speller.
-        attention_size, location: attention dimension; location-aware or content-based.
-        ctc_layer: listener layer (1-based) with a CTC head, or None; ctc_weight its loss weight.
-        label_smoothing: on the speller's cross-entropy.
-        guided_attention: weight of the guided-attention loss (:func:`~.attention.guide_penalty`;
-            0 turns it off).
-        guide: pull the attention toward the diagonal (free width ``guide_width`` of the
-            utterance), or toward each grapheme's frame by CTC forced alignment (free width
-            ``guide_frames`` frames; the diagonal during the LR warm-up, while CTC is untrained).
-        sampling: scheduled-sampling rate (probability of feeding back the model's own
-            previous grapheme during training); 0 is pure teacher forcing.
-        lr, weight_decay, warmup_steps: AdamW with a linear warm-up over the first updates,
-            then halved when ``val/cer`` stops improving (``scheduler: plateau``) or constant.
-        beam_size, length_norm: test decoding (1 = greedy); validation is greedy.
-        max_chars_per_second: decoding stops after ``duration · this`` graphemes.
-        alignment: how encoder states are placed on graphemes (``ctc`` needs ``ctc_layer``).
+    vocab: the grapheme set (a :class:`Vocab` or its ``to_dict()``).
+    feature_size: input features per frame (``n_mels``).
+    frame_shift_ms, frame_window_ms: the feature frames' hop and window (for lengths
+        in seconds and each layer's frame span).
+    listener_hidden, reductions, listener_dropout: the pyramidal BiLSTM
+        (:class:`~.listener.PyramidalListener`).
+    embedding_size, speller_hidden, speller_layers: the speller.
+    attention_size, location: attention dimension; location-aware or content-based.
+    ctc_layer: listener layer (1-based) with a CTC head, or None; ctc_weight its loss weight.
+    label_smoothing: on the speller's cross-entropy.
+    guided_attention: weight of the guided-attention loss (:func:`~.attention.guide_penalty`;
+        0 turns it off).
+    guide: pull the attention toward the diagonal (free width ``guide_width`` of the
+        utterance), or toward each grapheme's frame by CTC forced alignment (free width
+        ``guide_frames`` frames; the diagonal during the LR warm-up, while CTC is untrained).
+    sampling: scheduled-sampling rate (probability of feeding back the model's own
+        previous grapheme during training); 0 is pure teacher forcing.
+    lr, weight_decay, warmup_steps: AdamW with a linear warm-up over the first updates,
+        then halved when ``val/cer`` stops improving (``scheduler: plateau``) or constant.
+    beam_size, length_norm: test decoding (1 = greedy); validation is greedy.
+    max_chars_per_second: decoding stops after ``duration · this`` graphemes.
+    alignment: how encoder states are placed on graphemes (``ctc`` needs ``ctc_layer``).
     """
 
-    ARCH_KEYS = ("feature_size", "listener_hidden", "reductions", "embedding_size", "speller_hidden",
-                 "speller_layers", "attention_size", "location", "ctc_layer")
+    ARCH_KEYS = (
+        "feature_size",
+        "listener_hidden",
+        "reductions",
+        "embedding_size",
+        "speller_hidden",
+        "speller_layers",
+        "attention_size",
+        "location",
+        "ctc_layer",
+    )
 
     def __init__(
         self,
@@ -120,9 +130,13 @@ class LAS(L.LightningModule):
         attention = Attention(speller_hidden, key, attention_size, location)
         self.speller = Speller(v + 1, embedding_size, speller_hidden, speller_layers, key, attention)
         self.ctc_head = nn.Linear(key, v + 1) if ctc_layer is not None else None
-        self.metrics = nn.ModuleDict({f"{stage}_{m}": cls() for stage in ("val", "test")
-                                      for m, cls in (("cer", CharErrorRate), ("wer", WordErrorRate),
-                                                     ("ctc_cer", CharErrorRate))})
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{m}": cls()
+                for stage in ("val", "test")
+                for m, cls in (("cer", CharErrorRate), ("wer", WordErrorRate), ("ctc_cer", CharErrorRate))
+            }
+        )
         self._eval_loss: list[Tensor] = []
 
     # ------------------------------------------------------------------ the network
@@ -142,7 +156,9 @@ class LAS(L.LightningModule):
         x, lengths = encoded[self.hparams.ctc_layer - 1]
         return F.log_softmax(self.ctc_head(x), -1), lengths
 
-    def _losses(self, batch: dict[str, Any], sampling: float, guide: bool = True) -> tuple[Tensor, dict[str, Tensor], list]:
+    def _losses(
+        self, batch: dict[str, Any], sampling: float, guide: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor], list]:
         """The training loss and its parts, and the listener outputs; ``guide=False`` leaves out the
         guided-attention term (evaluation reports the recognition loss alone)."""
         tokens, lens = batch["tokens"], batch["token_lengths"]
@@ -150,8 +166,9 @@ class LAS(L.LightningModule):
         inputs, targets = self._targets(tokens, lens)
         guided = self.hparams.guided_attention
         logits, trace = self.speller.teacher_forced(*encoded[-1], inputs, sampling, trace=guide and guided > 0)
-        att = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100,
-                              label_smoothing=self.hparams.label_smoothing)
+        att = F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=self.hparams.label_smoothing
+        )
         parts = {"att_loss": att}
         loss = att
         if self.ctc_head is not None:
@@ -182,7 +199,9 @@ class LAS(L.LightningModule):
         with torch.no_grad():
             lp, lp_lens = self._ctc_log_probs(encoded)
             centres, _ = ctc_centres(lp, lp_lens, tokens, lens, self.eos, self.listener.reduction(hp.ctc_layer))
-        at = (centres / self.listener.reduction(self.listener.num_layers) - 0.5).to(weights.device)  # frame j spans [j, j+1)
+        at = (centres / self.listener.reduction(self.listener.num_layers) - 0.5).to(
+            weights.device
+        )  # frame j spans [j, j+1)
         at = torch.cat([at, at.new_full((len(at), weights.shape[1] - at.shape[1]), float("nan"))], 1)
         return guide_penalty(weights, at, torch.tensor(hp.guide_frames, device=weights.device))
 
@@ -268,7 +287,9 @@ class LAS(L.LightningModule):
     # ------------------------------------------------------------------ states
     @property
     def state_names(self) -> list[str]:
-        listener = [f"listener{l}{part}" for l in range(1, self.listener.num_layers + 1) for part in ("", ".fwd", ".bwd")]
+        listener = [
+            f"listener{l}{part}" for l in range(1, self.listener.num_layers + 1) for part in ("", ".fwd", ".bwd")
+        ]
         speller = [f"speller{k}.{s}" for k in range(1, len(self.speller.cells) + 1) for s in ("h", "c")]
         return [*listener, *speller, "speller.query"]
 
@@ -309,7 +330,9 @@ class LAS(L.LightningModule):
             return total // 2 if name.endswith((".fwd", ".bwd")) else total
         if name == "speller.query":
             return sum(p.numel() for p in self.speller.attention.query.parameters())
-        return sum(p.numel() for p in self.speller.cells[int(name.removeprefix("speller").split(".")[0]) - 1].parameters())
+        return sum(
+            p.numel() for p in self.speller.cells[int(name.removeprefix("speller").split(".")[0]) - 1].parameters()
+        )
 
     @torch.no_grad()
     def states(self, batch: dict[str, Any]) -> StateBatch:
@@ -321,8 +344,11 @@ class LAS(L.LightningModule):
         logits, trace = self.speller.teacher_forced(*encoded[-1], inputs, trace=True)
         length = tokens.shape[1]
         # step i reads grapheme i − 1: the state after consuming grapheme t is step t + 1's
-        states = {f"speller{k + 1}.{s}": getattr(trace, s)[k][:, 1 : length + 1]
-                  for k in range(len(trace.h)) for s in ("h", "c")}
+        states = {
+            f"speller{k + 1}.{s}": getattr(trace, s)[k][:, 1 : length + 1]
+            for k in range(len(trace.h))
+            for s in ("h", "c")
+        }
         states["speller.query"] = trace.query[:, 1 : length + 1]
         centres = self.grapheme_centres(encoded, lens, tokens, trace.weights)
         h = self.hparams.listener_hidden
@@ -332,24 +358,29 @@ class LAS(L.LightningModule):
             states.update({f"listener{l}": at, f"listener{l}.fwd": at[..., :h], f"listener{l}.bwd": at[..., h:]})
         mask = (torch.arange(length, device=tokens.device)[None] < lens[:, None]) & ~centres.isnan().to(tokens.device)
         history = torch.arange(length, device=tokens.device).expand_as(tokens)
-        return StateBatch(states=states, symbols=tokens, mask=mask, history=history,
-                          next_logits=logits[:, 1 : length + 1, : self.eos])
+        return StateBatch(
+            states=states, symbols=tokens, mask=mask, history=history, next_logits=logits[:, 1 : length + 1, : self.eos]
+        )
 
-    def grapheme_centres(self, encoded: list[tuple[Tensor, Tensor]], token_lengths: Tensor, tokens: Tensor,
-                         weights: Tensor) -> Tensor:
+    def grapheme_centres(
+        self, encoded: list[tuple[Tensor, Tensor]], token_lengths: Tensor, tokens: Tensor, weights: Tensor
+    ) -> Tensor:
         """Centre of each grapheme's audio ``[B, L]`` in input frames (:mod:`.align`); NaN
         where it cannot be placed (the utterance is then masked out of the signature)."""
         if self.hparams.alignment == "attention":
             return attention_centres(weights, token_lengths, self.listener.reduction(self.listener.num_layers))
         lp, lp_lens = self._ctc_log_probs(encoded)
-        centres, _ = ctc_centres(lp, lp_lens, tokens, token_lengths, self.eos,
-                                 self.listener.reduction(self.hparams.ctc_layer))
+        centres, _ = ctc_centres(
+            lp, lp_lens, tokens, token_lengths, self.eos, self.listener.reduction(self.hparams.ctc_layer)
+        )
         return centres
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["memsig"] = {"model_class": f"{type(self).__module__}.{type(self).__qualname__}",
-                                "vocab": self.vocab.to_dict()}
+        checkpoint["memsig"] = {
+            "model_class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "vocab": self.vocab.to_dict(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from memsig.models.checkpoint import check_compatible

@@ -21,15 +21,15 @@ from memsig.models.las.attention import Attention
 class SpellerState:
     """Decoder state of a batch (or of the hypotheses of a beam)."""
 
-    h: list[Tensor]        # per layer [B, H]
-    c: list[Tensor]        # per layer [B, H]
-    context: Tensor        # [B, K]
-    weights: Tensor        # [B, T] the last attention weights
-    keys: Tensor           # [B, T, A]
-    memory: Tensor         # [B, T, K]
-    mask: Tensor           # [B, T]
+    h: list[Tensor]  # per layer [B, H]
+    c: list[Tensor]  # per layer [B, H]
+    context: Tensor  # [B, K]
+    weights: Tensor  # [B, T] the last attention weights
+    keys: Tensor  # [B, T, A]
+    memory: Tensor  # [B, T, K]
+    mask: Tensor  # [B, T]
 
-    def select(self, index: Tensor) -> "SpellerState":
+    def select(self, index: Tensor) -> SpellerState:
         """The rows ``index`` (``[B']`` long) of every tensor."""
         pick = {f.name: getattr(self, f.name) for f in fields(self)}
         return SpellerState(**{k: [x[index] for x in v] if isinstance(v, list) else v[index] for k, v in pick.items()})
@@ -47,14 +47,21 @@ class SpellerTrace:
 
 class Speller(nn.Module):
     """Args:
-        num_classes: output classes (symbols + ``<eos>``); ``<sos>`` is id ``num_classes``.
-        embedding_size, hidden_size, num_layers: the grapheme embedding and LSTM stack.
-        key_size: size of a listener frame.
-        attention: the attention module (query size ``hidden_size``).
+    num_classes: output classes (symbols + ``<eos>``); ``<sos>`` is id ``num_classes``.
+    embedding_size, hidden_size, num_layers: the grapheme embedding and LSTM stack.
+    key_size: size of a listener frame.
+    attention: the attention module (query size ``hidden_size``).
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, hidden_size: int, num_layers: int, key_size: int,
-                 attention: Attention) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int,
+        key_size: int,
+        attention: Attention,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embedding = nn.Embedding(num_classes + 1, embedding_size)
@@ -62,8 +69,9 @@ class Speller(nn.Module):
             nn.LSTMCell(embedding_size + key_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers)
         )
         self.attention = attention
-        self.output = nn.Sequential(nn.Linear(hidden_size + key_size, hidden_size), nn.Tanh(),
-                                    nn.Linear(hidden_size, num_classes))
+        self.output = nn.Sequential(
+            nn.Linear(hidden_size + key_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, num_classes)
+        )
 
     @property
     def sos(self) -> int:
@@ -80,8 +88,9 @@ class Speller(nn.Module):
         weights = memory.new_zeros(b, t)
         weights[:, 0] = 1.0
         mask = torch.arange(t, device=memory.device)[None] < lengths.to(memory.device)[:, None]
-        return SpellerState(list(zeros), list(zeros), memory.new_zeros(b, k), weights,
-                            self.attention.project(memory), memory, mask)
+        return SpellerState(
+            list(zeros), list(zeros), memory.new_zeros(b, k), weights, self.attention.project(memory), memory, mask
+        )
 
     def step(self, prev: Tensor, state: SpellerState) -> tuple[Tensor, SpellerState, Tensor]:
         """One decoding step.
@@ -103,8 +112,9 @@ class Speller(nn.Module):
         logits = self.output(torch.cat([x, context], -1))
         return logits, SpellerState(hs, cs, context, weights, state.keys, state.memory, state.mask), query
 
-    def teacher_forced(self, memory: Tensor, lengths: Tensor, inputs: Tensor, sampling: float = 0.0,
-                       trace: bool = False) -> tuple[Tensor, SpellerTrace | None]:
+    def teacher_forced(
+        self, memory: Tensor, lengths: Tensor, inputs: Tensor, sampling: float = 0.0, trace: bool = False
+    ) -> tuple[Tensor, SpellerTrace | None]:
         """Run over given inputs (teacher forcing).
 
         Args:
