@@ -2,6 +2,7 @@
 # Both README commands as a new user meets them: each in its own clean clone of HEAD, beside a copy of
 # ../shared, with a new venv and no pip cache, run one after the other (never concurrently) and timed.
 #   bash scripts/check_fresh.sh [WORKDIR]     (default: a new temporary folder; kept for inspection)
+#   TARGETS="test run" bash scripts/check_fresh.sh   (another order, or one of them)
 set -euo pipefail
 repo=$(git rev-parse --show-toplevel)
 [ -d "$repo/../shared/data" ] || { echo "check-fresh: $repo/../shared/data is missing" >&2; exit 1; }
@@ -13,7 +14,7 @@ cp -r "$repo/../shared" "$work/shared"
 chmod -R u+w "$work/shared"
 export PIP_NO_CACHE_DIR=1
 status=0
-for target in run test; do
+for target in ${TARGETS:-run test}; do
   clone="$work/$target"
   git clone --quiet "$repo" "$clone"
   start=$(date +%s)

@@ -142,7 +142,7 @@ def test_probe_of_a_hooked_shift_register_recalls_exactly_its_depth(random_dm: T
     torch.manual_seed(0)
     source = HookedStateSource(ShiftRegisterLM(k=2), VOCAB, {"taps": "register"})
     assert source.state_dims == {"taps": 3 * len(VOCAB)}
-    sig = memsig.probe(source, random_dm, lags=[1, 2, 3], width=32, max_epochs=2, controls=[], progress=False, lr=0.01)
+    sig = memsig.probe(source, random_dm, lags=[1, 2, 3], width=32, controls=[], progress=False, lr=0.01)
     acc = dict(zip(sig.lags, sig.accuracy[sig.index("taps")]))
     chance = dict(zip(sig.lags, sig.majority_rate[0]))
     assert acc[1] > 0.95 and acc[2] > 0.95, acc
@@ -153,4 +153,4 @@ def test_probe_refuses_data_of_another_vocab(user_rnn: UserRNN) -> None:
     source = HookedStateSource(user_rnn, VOCAB, {"g1": "rnn1"})
     other = TextDataModule(RandomSymbols(n=100), Vocab(extra_symbols="!?"), batch_size=2, seq_len=8)
     with pytest.raises(VocabMismatchError, match="extra_symbols"):
-        memsig.probe(source, other, lags=[1], max_epochs=1, progress=False)
+        memsig.probe(source, other, lags=[1], progress=False)

@@ -17,9 +17,10 @@ from conftest import compose_cfg
 SMALL = [
     "probe.lags=[1,2,4]",
     "probe.max_width=32",
-    "probe.positions_per_batch=256",
+    "probe.batch_positions=256",
     "probe.controls=[shuffled]",
-    "trainer.max_epochs=1",
+    "probe.max_steps=40",
+    "probe.eval_every=20",
     "~callbacks.rich_progress_bar",
 ]
 
@@ -84,13 +85,13 @@ def test_probe_resumes_from_its_checkpoint(probe_run, tmp_path):
     saved = torch.load(last, weights_only=True)
     assert any(k.endswith("best_loss") and torch.isfinite(v).all() for k, v in saved["state_dict"].items())
     cfg = compose_cfg(
-        [f"ckpt={probe_run['cfg'].ckpt}", *SMALL, f"probe_ckpt={last}", "trainer.max_epochs=2"],
+        [f"ckpt={probe_run['cfg'].ckpt}", *SMALL, f"probe_ckpt={last}", "probe.max_steps=80"],
         tmp_path,
         config_name="probe",
     )
     probe(cfg)
     resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["epoch"] == saved["epoch"] + 1 and resumed["global_step"] == 2 * saved["global_step"]
+    assert saved["global_step"] == 40 and resumed["global_step"] == 2 * saved["global_step"]
 
 
 def test_wandb_offline_run_holds_the_signature_artifact(trained_lm, tmp_path, monkeypatch):

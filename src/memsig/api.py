@@ -31,7 +31,6 @@ def probe(
     data: L.LightningDataModule | str | Path,
     *,
     quick: bool = False,
-    max_epochs: int = 4,
     progress: bool = True,
     trainer: L.Trainer | None = None,
     data_kwargs: dict[str, Any] | None = None,
@@ -46,12 +45,13 @@ def probe(
             or a text file/folder path.
         quick: closed-form ridge decoders (:func:`~memsig.probe.quick.quick_signature`)
             instead of the MLP probe.
-        max_epochs: probe training epochs (MLP probe; each head keeps its best on dev).
         progress: show a progress bar.
-        trainer: a Lightning trainer to use instead of the default CPU one.
+        trainer: a Lightning trainer to use instead of the default CPU one (it must carry the
+            probe's :meth:`~memsig.probe.multihead.MultiHeadProbe.trainer_settings`).
         data_kwargs: TextDataModule options when ``data`` is a path (batch_size, regime…).
         probe_kwargs: :class:`~memsig.probe.multihead.MultiHeadProbe` (or quick) options:
-            ``states``, ``lags``, ``width``, ``depth``, ``controls``, ``target``…
+            ``states``, ``lags``, ``width``, ``depth``, ``seeds``, ``controls``, ``target``, the
+            stopping rule (``patience``, ``eval_every``, ``max_steps``…)…
     """
     source = load_model(model) if isinstance(model, (str, Path)) else model
     dm = as_datamodule(data, source, **(data_kwargs or {}))
@@ -59,16 +59,15 @@ def probe(
         from memsig.probe.quick import quick_signature
 
         return quick_signature(source, dm, **probe_kwargs)
-    from memsig.probe.multihead import MultiHeadProbe
-    from memsig.tasks.probe import fit_probe
+    from memsig.probe.multihead import MultiHeadProbe, fit_probe
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    probe_ = MultiHeadProbe(source, **probe_kwargs)
     trainer = trainer or L.Trainer(
-        max_epochs=max_epochs,
+        **probe_.trainer_settings(),
         logger=False,
         enable_checkpointing=False,
-        num_sanity_val_steps=0,
         enable_model_summary=False,
         enable_progress_bar=progress,
     )
-    return fit_probe(MultiHeadProbe(source, **probe_kwargs), dm, trainer)
+    return fit_probe(probe_, dm, trainer)

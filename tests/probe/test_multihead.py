@@ -31,10 +31,8 @@ def delay_signature(random_dm):
         random_dm,
         lags=[0, 1, 2, 3, 4, 5, 8],
         width=64,
-        max_epochs=3,
         lr=0.01,
         controls=["shuffled"],
-        positions_per_batch=None,
         progress=False,
     )
 
@@ -113,7 +111,7 @@ def test_model_stays_frozen_and_out_of_the_probe(random_dm):
     probe = MultiHeadProbe(lm, lags=[1, 2], width=8, controls=["random"])
     assert not any(k.startswith(("_source", "source")) for k in probe.state_dict())
     assert sum(p.numel() for p in probe.parameters()) == sum(p.numel() for p in probe.heads.parameters())
-    memsig.probe(lm, random_dm, lags=[1, 2], width=8, max_epochs=1, controls=["random"], progress=False)
+    memsig.probe(lm, random_dm, lags=[1, 2], width=8, controls=["random"], progress=False)
     assert all(torch.equal(before[k], v) for k, v in lm.state_dict().items())
     assert probe.widths == {"layer1.c": 8}
 
@@ -141,7 +139,6 @@ def test_trained_lm_recall_falls_with_lag(trained_lm, tmp_path):
         _tiny_dm(trained_lm),
         lags=[1, 2, 4, 8, 16],
         width=64,
-        max_epochs=2,
         controls=[],
         progress=False,
     )
@@ -166,7 +163,6 @@ def test_bigram_targets_use_the_same_machinery(random_dm):
         lags=[1, 2, 4],
         target="bigram",
         width=128,
-        max_epochs=3,
         lr=0.01,
         controls=[],
         progress=False,

@@ -12,7 +12,7 @@ CSV (:func:`write_signature_csv`, schema ``memsig.signature.csv/1``): one row pe
 ``support``        test positions whose target is the symbol
 ``correct``        of those, recalled correctly
 ``recall``         correct / support; empty below the signature's ``min_support``
-``recall_low``,    Wilson 95 % interval of ``recall`` (empty like it)
+``recall_low``,    95 % interval of ``recall`` (:meth:`Signature.recall_ci`; empty like it)
 ``recall_high``
 ``forward_recall`` the model's own next-symbol accuracy on the symbol (empty if unknown)
 ``accuracy``       overall recall of (state, lag) — repeated on its symbols' rows

@@ -50,16 +50,21 @@ def _label(ax: Axes, lags: list[int], symbols: list[str], ylabel: bool = True) -
         ax.set_ylabel("lag δ")
 
 
-def _nan_note(fig: Figure, values: np.ndarray, min_support: int) -> None:
+def _nan_note(fig: Figure, values: np.ndarray, min_support: int, intervals: str = "") -> None:
+    notes = [intervals] if intervals else []
     if np.isnan(values).any():
-        fig.supxlabel(f"hatched grey: fewer than {min_support} test positions (no estimate)", fontsize=8)
+        notes.append(f"hatched grey: fewer than {min_support} test positions (no estimate)")
+    if notes:
+        fig.supxlabel("; ".join(notes), fontsize=8)
 
 
 def signature_heatmap(sig: Signature, state: str, title: str | None = None) -> Figure:
     """Per-symbol recall ``[lags, symbols]`` of ``state`` (lag 1 at the top), in %.
 
     Above it, a strip with the model's own forward (next-symbol) accuracy per symbol when the
-    signature has one; right of it, a column with the marginal accuracy per lag ("all").
+    signature has one; right of it, a column with the marginal accuracy per lag ("all"). A grey
+    dot marks a cell whose interval includes its baseline (:meth:`Signature.at_baseline`: the
+    shuffled control's recall, else the prior), i.e. recall not told apart from chance.
     """
     i = sig.index(state)
     recall, forward = 100 * sig.recall[i], sig.forward_recall
@@ -70,6 +75,8 @@ def signature_heatmap(sig: Signature, state: str, title: str | None = None) -> F
     ax = fig.add_subplot(grid[-1, 0])
     image = _grid(ax, recall)
     _label(ax, sig.lags, sig.symbols)
+    rows_, cols_ = np.nonzero(sig.at_baseline()[i] & ~np.isnan(recall))
+    ax.scatter(cols_, rows_, s=6, c="0.55", marker="o", linewidths=0)
     marginal = fig.add_subplot(grid[-1, 1], sharey=ax)
     accuracy = 100 * sig.accuracy[i]
     _grid(marginal, accuracy[:, None])
@@ -84,8 +91,14 @@ def signature_heatmap(sig: Signature, state: str, title: str | None = None) -> F
         top.tick_params(labelbottom=False)
     fig.colorbar(image, cax=fig.add_subplot(grid[:, 2]), label="recall (%)")
     fig.suptitle(state if title is None else f"{state} — {title}")
-    _nan_note(fig, recall, sig.min_support)
+    _nan_note(fig, recall, sig.min_support, intervals=_interval_note(sig))
     return fig
+
+
+def _interval_note(sig: Signature) -> str:
+    if sig.block_correct is None:
+        return "grey dot: Wilson interval includes the baseline"
+    return f"grey dot: interval (block bootstrap, {sig.seeds} probe seeds) includes the baseline"
 
 
 def marginal_curves(sigs: dict[str, Signature] | Signature, states: list[str] | None = None) -> Figure:
@@ -107,6 +120,9 @@ def marginal_curves(sigs: dict[str, Signature] | Signature, states: list[str] | 
             style = "-" if base == state else "--" if state.startswith("random:") else "-."
             accuracy = 100 * sig.accuracy[sig.index(state)]
             ax.plot(sig.lags, accuracy, style, color=colour, marker=".", label=prefix + state)
+            if sig.block_correct is not None:  # the two-source interval as a band
+                low, high = (100 * x[sig.index(state)] for x in sig.accuracy_ci())
+                ax.fill_between(sig.lags, low, high, color=colour, alpha=0.2, linewidth=0)
         rate = 100 * sig.majority_rate[0]
         if not any(
             len(m) == len(rate) and np.allclose(m, rate, atol=0.05) for m in majorities

@@ -5,13 +5,16 @@ For the K lags of one state, the first layers of all K decoders are one GEMM
 layers and the outputs are one batched matmul each (``[K, W, W] @ [K, W, N]``). Working
 "feature-major" keeps every intermediate contiguous per head, so no step copies a
 transposed tensor, and the logits come out as ``[K, C, N]`` — the layout
-``F.cross_entropy`` takes directly. Every head keeps its own best weights and best dev
-loss as buffers, so per-head model selection survives a checkpoint and a resume.
+``F.cross_entropy`` takes directly. Every head keeps its own best weights, best dev loss and
+stopping state (evaluations without improvement, converged, steps trained) as buffers, so
+per-head model selection and stopping survive a checkpoint and a resume. A forward pass may
+compute a subset of the heads: converged heads cost no more FLOPs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,23 +64,37 @@ class BatchedMLPHeads(nn.Module):
         if width:
             self.w_out = _uniform((num_heads, num_classes, width), width)
             self.b_out = _uniform((num_heads, num_classes, 1), width)
-        self.register_buffer("best_loss", torch.full((num_heads,), math.inf))
         for name, p in self.named_parameters():
             self.register_buffer("best_" + name.replace(".", "_"), p.detach().clone())
+        self.register_buffer("best_loss", torch.full((num_heads,), math.inf))
+        self.register_buffer("ref_loss", torch.full((num_heads,), math.inf))  # at the last real improvement
+        self.register_buffer("bad_evals", torch.zeros(num_heads, dtype=torch.long))
+        self.register_buffer("checks", torch.zeros(num_heads, dtype=torch.long))  # since the last lr drop
+        self.register_buffer("converged", torch.zeros(num_heads, dtype=torch.bool))
+        self.register_buffer("lr_scale", torch.ones(num_heads))  # lowered at each plateau (see record)
+        self.register_buffer("plateaus", torch.zeros(num_heads, dtype=torch.long))
+        self.register_buffer("steps", torch.zeros(num_heads, dtype=torch.long))
 
     def _dropout(self, x: Tensor, p: float) -> Tensor:
         return F.dropout(x, p, True) if self.training and p > 0 else x
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x [N, D]`` -> logits ``[K, C, N]``."""
+    def forward(self, x: Tensor, heads: Tensor | None = None) -> Tensor:
+        """``x [N, D]`` -> logits ``[K', C, N]`` of the heads ``heads`` (``[K']`` indices; None: all K)."""
         n = x.shape[0]
-        h = torch.addmm(self.b_in, self.w_in, self._dropout(x, self.dropout_state).T)  # [K·W, N]: one GEMM
+        w_in, b_in = self.w_in, self.b_in
+        if heads is not None:
+            w_in = w_in.view(self.k, -1, w_in.shape[1])[heads].flatten(0, 1)
+            b_in = b_in.view(self.k, -1, 1)[heads].flatten(0, 1)
+        k = self.k if heads is None else len(heads)
+        h = torch.addmm(b_in, w_in, self._dropout(x, self.dropout_state).T)  # [K'·W, N]: one GEMM
         if not self.width:
-            return h.view(self.k, self.c, n)
-        h = self._dropout(F.relu(h).view(self.k, self.width, n), self.dropout_hidden)  # [K, W, N]
+            return h.view(k, self.c, n)
+        h = self._dropout(F.relu(h).view(k, self.width, n), self.dropout_hidden)  # [K', W, N]
         for w, b in zip(self.w_hidden, self.b_hidden):
+            w, b = (w, b) if heads is None else (w[heads], b[heads])
             h = self._dropout(F.relu(torch.baddbmm(b, w, h)), self.dropout_hidden)
-        return torch.baddbmm(self.b_out, self.w_out, h)
+        w_out, b_out = (self.w_out, self.b_out) if heads is None else (self.w_out[heads], self.b_out[heads])
+        return torch.baddbmm(b_out, w_out, h)
 
     def _head_views(self) -> list[tuple[Tensor, Tensor]]:
         """(param, best buffer), both viewed as ``[K, rest]``."""
@@ -94,6 +111,50 @@ class BatchedMLPHeads(nn.Module):
         for p, best in self._head_views():
             best.copy_(torch.where(improved[:, None], p, best))
         return improved
+
+    @torch.no_grad()
+    def record(
+        self,
+        dev_loss: Tensor,
+        patience: int,
+        min_rel_improvement: float,
+        min_improvement: float,
+        anneals: int = 0,
+        anneal_factor: float = 0.1,
+        patience_fraction: float = 0.0,
+    ) -> None:
+        """Stopping rule after a dev check, ``dev_loss [K]`` (NaN for heads not evaluated).
+
+        Every head keeps its best weights (:meth:`keep_best`). A check *improves* a head when its
+        loss is below the loss of the head's last improving check by ``max(min_rel_improvement ·
+        that loss, min_improvement)``. A head without an improving check for ``max(patience,
+        patience_fraction × its checks so far)`` checks in a row has reached a plateau (a window
+        that grows with training: a head that gained nothing over the last part of its training
+        would gain little from as much again): the first ``anneals`` times its learning rate is scaled
+        by ``anneal_factor`` and it goes on from its best weights; after that it has converged.
+        Comparing with the last improving check, not with the best so far, lets many small gains
+        add up to an improvement; the absolute floor stops heads whose loss creeps towards 0 on
+        exact targets.
+        """
+        seen = ~torch.isnan(dev_loss) & ~self.converged
+        loss = torch.where(seen, dev_loss, self.ref_loss)
+        margin = torch.clamp(self.ref_loss * min_rel_improvement, min=min_improvement)
+        significant = seen & (torch.isinf(self.ref_loss) | (loss < self.ref_loss - margin))
+        self.keep_best(torch.where(seen, dev_loss, self.best_loss))
+        self.ref_loss.copy_(torch.where(significant, loss, self.ref_loss))
+        self.bad_evals.copy_(torch.where(seen, torch.where(significant, 0, self.bad_evals + 1), self.bad_evals))
+        self.checks += seen.long()
+        window = torch.clamp(torch.ceil(patience_fraction * self.checks.double()).long(), min=patience)
+        plateau = self.bad_evals >= window
+        anneal = plateau & (self.plateaus < anneals)
+        self.converged |= plateau & ~anneal
+        if anneal.any():
+            self.lr_scale.copy_(torch.where(anneal, self.lr_scale * anneal_factor, self.lr_scale))
+            self.plateaus += anneal.long()
+            self.bad_evals.masked_fill_(anneal, 0)
+            self.checks.masked_fill_(anneal, 0)
+            for p, best in self._head_views():
+                p.copy_(torch.where(anneal[:, None], best, p))
 
     @torch.no_grad()
     def load_best(self) -> None:
@@ -120,3 +181,53 @@ class BatchedMLPHeads(nn.Module):
     @property
     def _rest_flops(self) -> int:
         return 2 * self.k * self.width * (self.width * max(0, self.depth - 1) + self.c) if self.width else 0
+
+
+class HeadAdam(torch.optim.Optimizer):
+    """Adam over :class:`BatchedMLPHeads`, with each head's own learning rate: ``lr · lr_scale[k]``,
+    and no update at all for a converged head (its moments stop too).
+
+    One parameter group per heads module; every parameter has the head axis first (``[K·…, …]``
+    viewed as ``[K, -1]``). Bias correction counts each head's own updates (``heads.steps``), so a
+    head's schedule does not depend on when the others stopped.
+    """
+
+    def __init__(
+        self,
+        head_sets: Sequence[BatchedMLPHeads],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.head_sets = list(head_sets)
+        groups = [{"params": list(h.parameters()), "head_set": i} for i, h in enumerate(self.head_sets)]
+        super().__init__(groups, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            heads = self.head_sets[group["head_set"]]
+            b1, b2 = group["betas"]
+            active = (~heads.converged).float()[:, None]  # [K, 1]
+            t = heads.steps.clamp(min=1).double()[:, None]
+            step = (group["lr"] * heads.lr_scale[:, None] * active).double()
+            step = (step * torch.sqrt(1 - b2**t) / (1 - b1**t)).float()  # Adam's bias corrections
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.view(heads.k, -1)
+                if group["weight_decay"]:
+                    g = g + group["weight_decay"] * p.view(heads.k, -1)
+                state = self.state[p]
+                if not state:
+                    state["m"], state["v"] = torch.zeros_like(g), torch.zeros_like(g)
+                m, v = state["m"], state["v"]
+                m.mul_(torch.where(active > 0, b1, 1.0)).add_(g * (1 - b1) * active)
+                v.mul_(torch.where(active > 0, b2, 1.0)).add_(g * g * (1 - b2) * active)
+                p.view(heads.k, -1).sub_(step * m / (v.sqrt() + group["eps"]))
+        return loss

@@ -2,7 +2,11 @@
 
 Everything derives from the test confusion matrices (rows: true symbol, columns:
 predicted) of each decoder (state, lag), plus the decoders' cross-entropy, the training
-prior and the model's own next-symbol confusion. Saved as one ``.npz`` file whose
+prior and the model's own next-symbol confusion. A probe trained with several seeds pools
+them: the confusion counts are summed over the seeds (recall = the mean over seeds), and
+per-block, per-seed counts of correct answers give every cell and marginal an interval of
+both sources of uncertainty (:meth:`Signature.recall_ci`): test sampling by a bootstrap over
+blocks of the test stream, and probe training by the spread over seeds. Saved as one ``.npz`` file whose
 ``meta`` entry (JSON) names the axes — ``state`` (probed states, controls prefixed
 ``random:`` / ``shuffled:``), ``lag`` (see :mod:`memsig.probe.targets`), ``symbol`` —
 and holds the provenance (model config, checkpoint hash, split, probe config, seed).
@@ -14,7 +18,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,8 @@ import numpy as np
 
 from memsig.data.io import atomic_write_bytes
 
-SCHEMA = "memsig.signature/1"
+SCHEMA = "memsig.signature/2"
+SCHEMAS = ("memsig.signature/1", SCHEMA)  # /1: one seed, no blocks (read as such)
 CONTROL_PREFIXES = ("random:", "shuffled:")
 
 
@@ -34,6 +41,42 @@ def wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.nd
     centre = (p + z**2 / (2 * n_)) / denom
     half = z * np.sqrt(p * (1 - p) / n_ + z**2 / (4 * n_**2)) / denom
     return centre - half, centre + half
+
+
+def block_bootstrap_variance(
+    block_correct: np.ndarray, block_support: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Variances of recall per cell and of the marginal over the last axis, from both sources.
+
+    Args:
+        block_correct: ``[R, B, ..., C]`` correct answers of each of R seeds in each of B blocks.
+        block_support: ``[B, ..., C]`` positions per block and cell.
+        n_boot: bootstrap resamples of the blocks (with replacement, B per resample; the same
+            resamples for every seed and cell, so cells and seeds keep their dependence).
+
+    Returns:
+        ``(cells [..., C], marginal [...])``: the bootstrap variance of the seed-mean recall plus
+        the variance between seeds (ddof 1; 0 for one seed). NaN where a cell has no support.
+    """
+    r, b = block_correct.shape[:2]
+    weights = np.random.default_rng(seed).multinomial(b, np.full(b, 1 / b), size=n_boot).astype(np.float64)
+    flat_c = block_correct.reshape(r, b, -1).astype(np.float64)
+    flat_s = block_support.reshape(b, -1).astype(np.float64)
+    sup = weights @ flat_s  # [n_boot, cells]
+    cor = np.einsum("nb,rbx->nrx", weights, flat_c)  # [n_boot, R, cells]
+    shape = block_support.shape[1:]
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # cells without support: NaN, as documented
+        cells = np.nanvar((cor / sup[:, None]).mean(1), axis=0)
+        marginal = np.nanvar(
+            (cor.reshape(n_boot, r, *shape).sum(-1) / sup.reshape(n_boot, *shape).sum(-1)[:, None]).mean(1), axis=0
+        )
+        point = flat_c.sum(1) / flat_s.sum(0)  # [R, cells]
+        point_marginal = block_correct.sum((1, -1)) / block_support.sum((0, -1))  # [R, ...]
+        if r > 1:
+            cells = cells + np.var(point, axis=0, ddof=1)
+            marginal = marginal + np.var(point_marginal, axis=0, ddof=1)
+    return cells.reshape(shape), marginal
 
 
 def entropy_bits(p: np.ndarray) -> float:
@@ -55,6 +98,9 @@ class Signature:
         forward_confusion: ``[C, C]`` the model's own next-symbol confusion on test (or None).
         meta: provenance and settings (JSON-serialisable).
         min_support: cells with fewer test positions than this are NaN, not 0.
+        seeds: R probe seeds pooled in ``confusion`` (each scored on the same positions).
+        block_correct: ``[R, B, S, K, C]`` correct answers per seed and test block, or None.
+        block_support: ``[B, S, K, C]`` test positions per block (each seed's), or None.
     """
 
     states: list[str]
@@ -66,6 +112,9 @@ class Signature:
     forward_confusion: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     min_support: int = 20
+    seeds: int = 1
+    block_correct: np.ndarray | None = None
+    block_support: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         s, k, c = len(self.states), len(self.lags), len(self.symbols)
@@ -73,17 +122,24 @@ class Signature:
             raise ValueError(f"confusion has shape {self.confusion.shape}; expected {(s, k, c, c)}")
         if self.ce_bits.shape != (s, k) or self.prior.shape != (c,):
             raise ValueError("ce_bits must be [states, lags] and prior [symbols]")
+        if (self.block_correct is None) != (self.block_support is None):
+            raise ValueError("block_correct and block_support come together")
+        if self.block_correct is not None:
+            r, b = self.block_correct.shape[:2]
+            if r != self.seeds or self.block_correct.shape[2:] != (s, k, c) or self.block_support.shape != (b, s, k, c):
+                raise ValueError(f"block counts must be [seeds={self.seeds}, B, {s}, {k}, {c}] and [B, {s}, {k}, {c}]")
 
     # ------------------------------------------------------------------ derived
     @property
     def support(self) -> np.ndarray:
         """``[S, K, C]`` test positions whose target is each symbol."""
-        return self.confusion.sum(-1)
+        return self.confusion.sum(-1) // self.seeds
 
     @property
     def correct(self) -> np.ndarray:
-        """``[S, K, C]`` correctly recalled positions per symbol."""
-        return np.diagonal(self.confusion, axis1=-2, axis2=-1)
+        """``[S, K, C]`` correctly recalled positions per symbol (the mean over seeds)."""
+        diagonal = np.diagonal(self.confusion, axis1=-2, axis2=-1)
+        return diagonal if self.seeds == 1 else diagonal / self.seeds
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -97,10 +153,53 @@ class Signature:
         return np.where(sup >= self.min_support, self.correct / np.maximum(sup, 1), np.nan)
 
     def recall_ci(self, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-        """Wilson interval ``(low, high)`` of :attr:`recall`, each ``[S, K, C]`` (NaN like recall)."""
-        lo, hi = wilson(self.correct, self.support, z)
+        """Interval ``(low, high)`` of :attr:`recall`, each ``[S, K, C]`` (NaN like recall).
+
+        With block counts: ``recall ± z·sqrt(var_test + var_seed)``, ``var_test`` the block
+        bootstrap variance of the seed mean and ``var_seed`` the variance of recall between seeds
+        (0 for one seed), clipped to [0, 1]. Without (older files, streamed probes): Wilson
+        intervals, which treat positions as independent and ignore probe training.
+        """
+        if self.block_correct is None:
+            lo, hi = wilson(self.correct, self.support, z)
+        else:
+            var = self._variances[0]
+            half = z * np.sqrt(var)
+            lo, hi = np.clip(self.recall - half, 0, 1), np.clip(self.recall + half, 0, 1)
         low_support = self.support < self.min_support
         return np.where(low_support, np.nan, lo), np.where(low_support, np.nan, hi)
+
+    def accuracy_ci(self, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+        """Interval ``(low, high)`` of :attr:`accuracy`, each ``[S, K]`` (as :meth:`recall_ci`)."""
+        if self.block_correct is None:
+            return wilson(self.correct.sum(-1), self.support.sum(-1), z)
+        half = z * np.sqrt(self._variances[1])
+        return np.clip(self.accuracy - half, 0, 1), np.clip(self.accuracy + half, 0, 1)
+
+    @property
+    def seed_accuracy(self) -> np.ndarray:
+        """``[R, S, K]`` marginal recall of each probe seed (one row without block counts)."""
+        if self.block_correct is None:
+            return self.accuracy[None]
+        return self.block_correct.sum((1, -1)) / np.maximum(self.block_support.sum((0, -1)), 1)
+
+    @cached_property
+    def _variances(self) -> tuple[np.ndarray, np.ndarray]:
+        """Test-sampling (block bootstrap) plus probe-seed variances of recall ``[S, K, C]`` and of
+        the marginal ``[S, K]`` (see :meth:`recall_ci`)."""
+        return block_bootstrap_variance(self.block_correct, self.block_support)
+
+    def at_baseline(self, z: float = 1.96) -> np.ndarray:
+        """``[S, K, C]`` bool: cells whose interval includes their baseline — the ``shuffled:``
+        control's recall of the same state, lag and symbol where the signature has it, else the
+        symbol's prior (chance recall of guessing by the prior)."""
+        lo, hi = self.recall_ci(z)
+        base = np.broadcast_to(self.prior, lo.shape).copy()
+        for i, state in enumerate(self.states):
+            control = f"shuffled:{state}"
+            if control in self.states:
+                base[i] = np.nan_to_num(self.recall[self.states.index(control)], nan=0.0)
+        return (lo <= base) & (base <= hi)
 
     @property
     def prior_entropy_bits(self) -> float:
@@ -152,19 +251,25 @@ class Signature:
             self.forward_confusion,
             dict(self.meta),
             self.min_support,
+            self.seeds,
+            None if self.block_correct is None else self.block_correct[:, :, idx],
+            None if self.block_support is None else self.block_support[:, idx],
         )
 
     def table(self) -> str:
-        """Marginal recall per lag (rows) and state (columns) as aligned text."""
-        width = max(12, *(len(s) + 2 for s in self.states))
+        """Marginal recall per lag (rows) and state (columns) as aligned text, with the half-width
+        of its interval (:meth:`accuracy_ci`) where the signature has block counts."""
+        spread = self.block_correct is not None
+        width = max(12 + 7 * spread, *(len(s) + 2 for s in self.states))
+        lo, hi = self.accuracy_ci()
         head = "lag".rjust(5) + "".join(s.rjust(width) for s in self.states) + "majority".rjust(10)
         rows = [head]
         for j, lag in enumerate(self.lags):
-            rows.append(
-                f"{lag:5d}"
-                + "".join(f"{self.accuracy[i, j]:{width}.3f}" for i in range(len(self.states)))
-                + f"{self.majority_rate[0, j]:10.3f}"
-            )
+            cells = [
+                f"{self.accuracy[i, j]:.3f}" + (f" ±{(hi[i, j] - lo[i, j]) / 2:.3f}" if spread else "")
+                for i in range(len(self.states))
+            ]
+            rows.append(f"{lag:5d}" + "".join(c.rjust(width) for c in cells) + f"{self.majority_rate[0, j]:10.3f}")
         return "\n".join(rows)
 
     # -------------------------------------------------------------- persistence
@@ -177,12 +282,15 @@ class Signature:
         }
         if self.forward_confusion is not None:
             arrays["forward_confusion"] = self.forward_confusion.astype(np.int64)
+        if self.block_correct is not None:
+            arrays["block_correct"] = self.block_correct.astype(np.int32)
+            arrays["block_support"] = self.block_support.astype(np.int32)
         axes = {"state": self.states, "lag": self.lags, "symbol": self.symbols}
-        return write_labelled(path, SCHEMA, axes, self.min_support, self.meta, arrays)
+        return write_labelled(path, SCHEMA, axes, self.min_support, self.meta, arrays, seeds=self.seeds)
 
     @classmethod
     def load(cls, path: str | Path) -> Signature:
-        head, z = read_labelled(path, SCHEMA, "signature", "probe.py writes signature.npz into its run dir")
+        head, z = read_labelled(path, SCHEMAS, "signature", "probe.py writes signature.npz into its run dir")
         axes = head["axes"]
         return cls(
             list(axes["state"]),
@@ -194,16 +302,15 @@ class Signature:
             z.get("forward_confusion"),
             head["meta"],
             int(head["min_support"]),
+            int(head.get("seeds", 1)),
+            z.get("block_correct"),
+            z.get("block_support"),
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Signature):
             return NotImplemented
-        same_fwd = (self.forward_confusion is None and other.forward_confusion is None) or (
-            self.forward_confusion is not None
-            and other.forward_confusion is not None
-            and np.array_equal(self.forward_confusion, other.forward_confusion)
-        )
+        same_fwd = _same(self.forward_confusion, other.forward_confusion)
         return (
             self.states == other.states
             and self.lags == other.lags
@@ -214,7 +321,14 @@ class Signature:
             and same_fwd
             and self.meta == other.meta
             and self.min_support == other.min_support
+            and self.seeds == other.seeds
+            and _same(self.block_correct, other.block_correct)
+            and _same(self.block_support, other.block_support)
         )
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def write_labelled(
@@ -224,10 +338,11 @@ def write_labelled(
     min_support: int,
     meta: dict[str, Any],
     arrays: dict[str, np.ndarray],
+    **head_fields: Any,
 ) -> Path:
     """Write ``arrays`` as one compressed ``.npz`` (atomic) with a JSON ``meta`` entry naming the
-    ``schema``, the ``axes`` labels, ``min_support`` and the provenance ``meta``."""
-    head = {"schema": schema, "axes": axes, "min_support": min_support, "meta": meta}
+    ``schema``, the ``axes`` labels, ``min_support``, any ``head_fields`` and the provenance ``meta``."""
+    head = {"schema": schema, "axes": axes, "min_support": min_support, **head_fields, "meta": meta}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays, meta=np.array(json.dumps(head, default=_jsonable)))
     atomic_write_bytes(path, buf.getvalue())
@@ -235,17 +350,20 @@ def write_labelled(
 
 
 def read_labelled(
-    path: str | Path, schema: str, what: str, writer: str
+    path: str | Path, schema: str | tuple[str, ...], what: str, writer: str
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The JSON head and the arrays of a :func:`write_labelled` file of ``schema``; ``what`` and
-    ``writer`` (which command writes it) name the file in errors."""
+    """The JSON head and the arrays of a :func:`write_labelled` file of ``schema`` (or one of
+    several); ``what`` and ``writer`` (which command writes it) name the file in errors."""
+    schemas = (schema,) if isinstance(schema, str) else schema
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist; {writer}")
     with np.load(path, allow_pickle=False) as z:
         head = json.loads(str(z["meta"]))
-        if head.get("schema") != schema:
-            raise ValueError(f"{path} is not a memsig {what} file (schema {head.get('schema')!r}, expected {schema})")
+        if head.get("schema") not in schemas:
+            raise ValueError(
+                f"{path} is not a memsig {what} file (schema {head.get('schema')!r}, expected {' or '.join(schemas)})"
+            )
         return head, {k: z[k] for k in z.files if k != "meta"}
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -124,3 +125,18 @@ def lag_targets(
 def bigram_labels(ext: Tensor, num_symbols: int) -> Tensor:
     """Labels of the bigrams ``x_{i-1} x_i`` of a sequence ``[B, N]``: ``[B, N - 1]`` ids ``x_{i-1}·V + x_i``."""
     return ext[:, :-1] * num_symbols + ext[:, 1:]
+
+
+def label_prior(ids: Tensor, num_symbols: int, target: str) -> np.ndarray:
+    """Frequencies of the probe's targets on a split's ids ``[N]`` (symbols or bigrams)."""
+    ids = ids.long()
+    labels = ids if target == "symbol" else ids[:-1] * num_symbols + ids[1:]
+    n = num_symbols if target == "symbol" else num_symbols**2
+    counts = torch.bincount(labels, minlength=n).double()
+    return (counts / counts.sum()).numpy()
+
+
+def target_labels(source: StateSource, target: str) -> list[str]:
+    """The names of the probe's target labels: the symbols, or every bigram of them."""
+    labels = source.vocab.labels
+    return labels if target == "symbol" else [a + b for a in labels for b in labels]

@@ -33,7 +33,8 @@ HEATMAP_NOTE = (
     "Recall of the input symbol at t−δ (x: the symbol, y: lag δ, δ = 1 at the top) by the decoder trained "
     "on one state; white 0 % → dark purple 100 % on a fixed scale, as in Koppula, Sim & Chin (2018). "
     "Grey cells have fewer than {min_support} test positions (no estimate). Hover a cell for its 95 % "
-    "Wilson interval and its test positions."
+    "interval (block bootstrap over the test stream plus the spread over probe seeds; Wilson for older "
+    "signature files) and its test positions."
 )
 STRIPS_NOTE = (
     "Beside each heatmap, the column 'all' is the overall recall per lag; the strip 'forward' on top is "

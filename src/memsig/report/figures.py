@@ -24,7 +24,7 @@ from plotly.colors import DEFAULT_PLOTLY_COLORS, sample_colorscale
 from plotly.subplots import make_subplots
 
 from memsig.analysis.distance import aligned_recall
-from memsig.probe.signature import CONTROL_PREFIXES, Signature, wilson
+from memsig.probe.signature import CONTROL_PREFIXES, Signature
 
 RECALL_CMAP = "Purples"  # memsig.plots.heatmaps: white (0 %) -> dark purple (100 %)
 DIFFERENCE_CMAP = "RdBu_r"  # memsig.plots.heatmaps.difference_map: red = first better, blue = second
@@ -191,14 +191,14 @@ def marginal_curves(sigs: dict[str, Signature], real_only: bool = False) -> go.F
     """Overall recall (%) per lag: a curve per (signature, state), majority-class rate dotted grey.
 
     Controls are drawn in their state's colour: ``random:`` dashed, ``shuffled:`` dash-dotted
-    (left out with ``real_only``). Hover shows the Wilson 95 % interval and the test positions.
+    (left out with ``real_only``). Hover shows the 95 % interval (:meth:`~memsig.probe.signature.Signature.accuracy_ci`) and the test positions.
     """
     fig = go.Figure()
     colours: dict[tuple[str, str], str] = {}
     majorities: list[np.ndarray] = []
     for name, sig in sigs.items():
         prefix = f"{name}: " if len(sigs) > 1 else ""
-        low, high = wilson(sig.correct.sum(-1), sig.support.sum(-1))
+        low, high = sig.accuracy_ci()
         for state in sig.real_states if real_only else sig.states:
             i = sig.index(state)
             base = state.split(":", 1)[1] if state.startswith(CONTROL_PREFIXES) else state

@@ -21,17 +21,15 @@ from typing import Any
 
 import hydra
 import lightning as L
-import numpy as np
-import torch
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from memsig.data.io import sha256_of
 from memsig.data.text import TextDataModule
 from memsig.models.checkpoint import CheckpointError, load_model
-from memsig.probe.multihead import MultiHeadProbe
+from memsig.probe.multihead import fit_probe, unconverged_heads
 from memsig.probe.signature import Signature
 from memsig.report import log_report, write_report
-from memsig.states import StateSource
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
 
 log = logging.getLogger(__name__)
@@ -94,35 +92,6 @@ def source_meta(model: Any, ckpt: str | Path, data_cfg: DictConfig) -> dict[str,
         "split": "test",
         "state_notes": notes,
     }
-
-
-def label_prior(ids: torch.Tensor, num_symbols: int, target: str) -> np.ndarray:
-    """Frequencies of the probe's targets on a split's ids ``[N]`` (symbols or bigrams)."""
-    ids = ids.long()
-    labels = ids if target == "symbol" else ids[:-1] * num_symbols + ids[1:]
-    n = num_symbols if target == "symbol" else num_symbols**2
-    counts = torch.bincount(labels, minlength=n).double()
-    return (counts / counts.sum()).numpy()
-
-
-def target_labels(source: StateSource, target: str) -> list[str]:
-    labels = source.vocab.labels
-    return labels if target == "symbol" else [a + b for a in labels for b in labels]
-
-
-def fit_probe(
-    probe: MultiHeadProbe,
-    datamodule: TextDataModule,
-    trainer: L.Trainer,
-    ckpt_path: str | None = None,
-    meta: dict[str, Any] | None = None,
-) -> Signature:
-    """Train every decoder, select each on dev, score on test; the signature."""
-    trainer.fit(probe, datamodule=datamodule, ckpt_path=ckpt_path)
-    trainer.test(probe, datamodule=datamodule, verbose=False)
-    target = probe.hparams.target
-    prior = label_prior(datamodule.ids("train"), len(probe.source.vocab), target)
-    return probe.signature(prior, target_labels(probe.source, target), meta)
 
 
 def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_lags: Sequence[int] = ()) -> list[Path]:
@@ -220,7 +189,9 @@ def noise_floor(
     seed = int(cfg.noise_floor_seed)
     L.seed_everything(seed, workers=True)
     rerun_probe = hydra.utils.instantiate(cfg.probe, source=model, seed=seed)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[])
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[], **rerun_probe.trainer_settings()
+    )
     rerun = fit_probe(rerun_probe, datamodule, trainer)
     rerun.save(out / f"signature_seed{seed}.npz")
     return {s: list(bootstrap_distance(sig, rerun, s)) for s in sig.real_states}
@@ -240,9 +211,6 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     meta = {**source_meta(model, ckpt, cfg.data), "seed": cfg.seed}
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False
-    )
     try:
         if cfg.probe.get("mode") == "quick":
             from memsig.probe.quick import quick_signature
@@ -251,6 +219,12 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             sig = quick_signature(model, datamodule, meta=meta, **kwargs)
         else:
             probe_ = hydra.utils.instantiate(cfg.probe, source=model)
+            trainer: L.Trainer = hydra.utils.instantiate(
+                cfg.trainer,
+                callbacks=instantiate_all(cfg.get("callbacks")),
+                logger=loggers or False,
+                **probe_.trainer_settings(),
+            )
             sig = fit_probe(probe_, datamodule, trainer, cfg.get("probe_ckpt"), meta)
             if cfg.get("noise_floor_seed") is not None:
                 sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
@@ -273,7 +247,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             "noise_floor": sig.meta.get("noise_floor"),
             "wall_time_s": round(time.time() - start, 1),
         }
-        if trainer.is_global_zero:
+        if rank_zero_only.rank == 0:
             write_json(out / "probe.json", result)
             report = write_report(out)
             log_report(loggers, report)
@@ -286,8 +260,12 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
                 f"symbols {c['mean_per_lag']:.3f} (mean over lags)"
                 for s, c in (correlation or {}).items()
             )
+            unconverged = unconverged_heads(sig)
+            warn = (
+                f"\nWARNING: {len(unconverged)} heads did not converge: {', '.join(unconverged)}" if unconverged else ""
+            )
             print(
-                f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}\n"
+                f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}{warn}\n"
                 f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nreport:     {report}\n"
                 f"wall time:  {result['wall_time_s']} s",
                 flush=True,

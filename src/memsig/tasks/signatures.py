@@ -7,7 +7,7 @@ Two optional blocks of ``conf/train.yaml`` make a train run one step of a study:
   model trained on Shakespeare.
 - ``signature``: ``probe`` (a ``conf/probe/*.yaml`` preset, picked by ``size=...`` or
   ``probe@signature.probe=<preset>``; null: no signature), ``data`` (null: the run's data),
-  ``max_epochs`` (MLP probe), ``variants`` (name -> overrides of ``probe``: one more
+  ``variants`` (name -> overrides of ``probe``: one more
   signature each, e.g. deeper decoders on the top layers) and ``plot_formats``.
   Writes ``signatures/<name>.npz`` (``main`` and each variant) and ``signatures/<name>/``
   figures into the run dir. ``bases`` (factorized LM only): per-basis signatures
@@ -78,9 +78,7 @@ def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Pa
         options.pop("_target_", None)
         quick = options.pop("mode", None) == "quick"
         log.info("signature %r (%s probe)", name, "quick" if quick else "MLP")
-        sig = probe_api(
-            model, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False, **options
-        )
+        sig = probe_api(model, datamodule, quick=quick, progress=False, **options)
         sig.meta.update({**meta, "signature": name})
         path = sig.save(out / "signatures" / f"{name}.npz")
         write_figures(sig, out / "signatures" / name, list(cfg.signature.plot_formats))
@@ -109,9 +107,7 @@ def write_bases(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Path, m
     meta = {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test"}
 
     def probe(source: Any) -> Any:
-        sig = probe_api(
-            source, datamodule, quick=quick, max_epochs=int(cfg.signature.max_epochs), progress=False, **options
-        )
+        sig = probe_api(source, datamodule, quick=quick, progress=False, **options)
         sig.meta.update(meta)
         return sig
 
