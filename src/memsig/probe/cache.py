@@ -28,8 +28,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,10 @@ def cached_split(
         _remove_at_exit(root)
     folder = Path(root) / f"{split}-{key}"
     if not (folder / "meta.json").is_file():
-        _build(source, data, folder, key_fields, specs, lags, target, controls, seed, dtype, block_len, progress)
+        write = partial(
+            _write, source, data, key_fields, specs, lags, target, controls, seed, dtype, block_len, progress
+        )
+        _build(folder, write)
     return _open(folder)
 
 
@@ -174,25 +178,12 @@ def _remove_at_exit(folder: Path) -> None:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
-def _build(
-    source: StateSource,
-    data: Any,
-    folder: Path,
-    key_fields: dict[str, Any],
-    specs: Sequence[str],
-    lags: Sequence[int],
-    target: str,
-    controls: Sequence[str],
-    seed: int,
-    dtype: str,
-    block_len: int,
-    progress: bool,
-) -> None:
-    """Run the model over ``data`` and write the cache into ``folder`` (atomically)."""
+def _build(folder: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write`` into a temporary folder beside ``folder``, then rename it there (atomic)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        _write(source, data, tmp, key_fields, specs, lags, target, controls, seed, dtype, block_len, progress)
+        write(tmp)
         try:
             os.rename(tmp, folder)
         except OSError:  # another run finished the same cache first: keep theirs
@@ -205,7 +196,6 @@ def _build(
 def _write(
     source: StateSource,
     data: Any,
-    out: Path,
     key_fields: dict[str, Any],
     specs: Sequence[str],
     lags: Sequence[int],
@@ -215,7 +205,9 @@ def _write(
     dtype: str,
     block_len: int,
     progress: bool,
+    out: Path,
 ) -> None:
+    """Run the model over ``data`` and write the cache files into ``out``."""
     store = DTYPES[dtype]
     probed = ControlledSource(source, controls, seed) if controls else source
     if isinstance(source, nn.Module):
