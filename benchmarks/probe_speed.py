@@ -13,18 +13,13 @@ Model: CharLM 2-layer LSTM-320 (untrained: speed does not depend on the weights)
     N=4096 precomputed positions, no LM) as a fraction of ``torch.mm([N,D] @ [D,K*W])`` timed in
     alternation with it; FLOPs counted exactly (``train_flops_per_position * N``: forward, weight
     gradients, input gradients of all but the first layer); medians.
-(c) peak RSS of ``memsig.probe`` (width 256, 1 epoch) on 100k and 400k training characters, each
-    in a fresh subprocess (this script with ``--_memory-child``), read from ``ru_maxrss``.
-(d) ``probe=quick`` vs ``probe=default`` exactly as configured in conf/ (the settings a user gets),
-    on all of tiny-shakespeare with a trained model (``--ckpt``, else a 2-layer LSTM-128 trained for
-    ``--train-seconds``): the speed-up, and the Spearman correlation of per-symbol recall for each
-    state and lag <= 5 (and over those cells pooled) between the quick signature and the MLP
-    signature (seed 0, the one timed), and between the quick signature and the mean recall of
-    ``--mlp-runs`` MLP runs (seeds 0, 1, …; the re-runs without controls), which averages out the
-    MLP's own training noise. Beside them the noise floor: each MLP run against the mean of the
-    others, i.e. how well the MLP probe agrees with itself, the most a preview can be expected to.
+(c) peak RSS of ``memsig.probe`` (width 256, 200 steps, states cached on disk) on 100k and 400k
+    training characters, each in a fresh subprocess (this script with ``--_memory-child``), read
+    from ``ru_maxrss``.
+The preview against the converged probe, and the converged probe against the old fixed-epoch
+one: ``benchmarks/probe_convergence.py``.
 
-    python benchmarks/probe_speed.py [--ckpt PATH] [--skip a,b,c,d] [--steps 10]
+    python benchmarks/probe_speed.py [--skip a,b,c] [--steps 10]
 """
 
 from __future__ import annotations
@@ -41,15 +36,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import memsig
-from memsig.analysis.correlation import spearman
 from memsig.data import TextCorpus, TextDataModule
-from memsig.models import CharLM, load_model
+from memsig.models import CharLM
 from memsig.probe.heads import BatchedMLPHeads
 from memsig.probe.targets import LeftContext, lag_targets
 from memsig.resolvers import data_dir
@@ -184,7 +177,7 @@ def memory_child(chars: int) -> None:
     vocab = Vocab()
     model, dm = lm(vocab), datamodule(vocab, chars)
     before = peak_mib()
-    memsig.probe(model, dm, lags=range(1, 11), width=256, max_epochs=1, controls=[], progress=False)
+    memsig.probe(model, dm, lags=range(1, 11), width=256, max_steps=200, controls=[], progress=False)
     hwm = next(
         int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
     )
@@ -192,7 +185,7 @@ def memory_child(chars: int) -> None:
 
 
 def bench_c() -> list[Row]:
-    print("\n(c) peak RSS of memsig.probe (width 256, 1 epoch), fresh subprocess each")
+    print("\n(c) peak RSS of memsig.probe (width 256, 200 steps, cached states), fresh subprocess each")
     print(f"{'train chars':>12}{'ru_maxrss before probe':>24}{'ru_maxrss at end':>18}{'VmHWM':>7}{'seconds':>9}  (MiB)")
     peaks = []
     for chars in (100_000, 400_000):
@@ -212,113 +205,12 @@ def bench_c() -> list[Row]:
     return [("(c) peak RSS growth, 4x data", f"{growth:+.1%}", "<= 10%", growth <= 0.10)]
 
 
-def trained_model(args: argparse.Namespace, vocab: Vocab) -> CharLM:
-    if args.ckpt:
-        return load_model(args.ckpt, CharLM)
-    torch.manual_seed(0)
-    model = CharLM(vocab, num_layers=2, hidden_size=128, embedding_size=64, scheduler="none").train()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    data, i, start = datamodule(vocab).dataset("train"), 0, time.perf_counter()
-    while time.perf_counter() - start < args.train_seconds:
-        update(opt, loss := model._token_losses(data[i % len(data)], "train").mean())
-        i += 1
-    print(f"trained 2-layer LSTM-128 for {i} steps ({args.train_seconds:.0f} s): last loss {loss.item():.3f} nats")
-    return model.eval()
-
-
-def default_probe_settings() -> tuple[dict, dict, int]:
-    """The MLP (``probe=default``) and quick (``probe=quick``) settings of conf/, and the probe's epochs."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from memsig.resolvers import PROJECT_ROOT
-
-    settings = []
-    for group in ("default", "quick"):
-        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-            cfg = compose("probe", overrides=["ckpt=unused", f"probe={group}"])
-        settings.append(
-            {k: v for k, v in OmegaConf.to_container(cfg.probe, resolve=True).items() if k not in ("_target_", "mode")}
-        )
-    return settings[0], settings[1], int(cfg.trainer.max_epochs)
-
-
-def bench_d(args: argparse.Namespace, vocab: Vocab) -> list[Row]:
-    model = trained_model(args, vocab)
-    dm = datamodule(vocab)
-    mlp_settings, quick_settings, epochs = default_probe_settings()
-    print(
-        f"\n(d) probe=quick vs probe=default ({epochs} epochs, controls {mlp_settings['controls']}) as configured "
-        f"in conf/, {len(dm.ids('train')):,} train chars, "
-        f"{'checkpoint ' + args.ckpt if args.ckpt else 'model trained above'}"
-    )
-    start = time.perf_counter()
-    quick = memsig.probe(model, dm, quick=True, **quick_settings)
-    t_quick, start = time.perf_counter() - start, time.perf_counter()
-    mlp = memsig.probe(model, dm, max_epochs=epochs, progress=False, **mlp_settings)
-    t_mlp = time.perf_counter() - start
-    speedup = t_mlp / t_quick
-    print(f"quick {t_quick:.1f} s, MLP (widths {mlp.meta['probe']['widths']}) {t_mlp:.1f} s: speed-up {speedup:.1f}x")
-    runs = [mlp] + [
-        memsig.probe(model, dm, max_epochs=epochs, progress=False, **{**mlp_settings, "seed": seed, "controls": []})
-        for seed in range(1, args.mlp_runs)
-    ]
-    print(
-        f"Spearman of per-symbol recall: quick vs the MLP signature (seed 0), quick vs the mean of {len(runs)} "
-        "MLP runs; noise floor: each MLP run vs the mean of the others (lowest shown)"
-    )
-    print(
-        f"{'state':>10}{'lag':>5}{'symbols':>9}{'acc quick':>11}{'acc MLP':>9}{'vs MLP':>8}{'vs mean':>9}"
-        f"{'MLP floor':>11}"
-    )
-    rows: dict[str, list[float]] = {"seed0": [], "mean": [], "floor": []}
-    pooled: tuple[list[float], list[float]] = ([], [])
-    for state in quick.states:
-        for lag in quick.lags[:5]:
-            a = quick.recall[quick.index(state), quick.lags.index(lag)]
-            r = np.stack([sig.recall[sig.index(state), sig.lags.index(lag)] for sig in runs])  # [runs, C]
-            ok = ~np.isnan(a) & ~np.isnan(r).any(0)
-            mean = r[:, ok].mean(0)
-            rows["seed0"].append(spearman(a[ok], r[0, ok]))
-            rows["mean"].append(spearman(a[ok], mean))
-            rows["floor"].append(
-                min(
-                    (spearman(r[i, ok], np.delete(r[:, ok], i, 0).mean(0)) for i in range(len(r))), default=float("nan")
-                )
-            )
-            pooled[0].extend(a[ok])
-            pooled[1].extend(mean)
-            print(
-                f"{state:>10}{lag:>5}{ok.sum():>9}{quick.accuracy[quick.index(state), quick.lags.index(lag)]:>11.3f}"
-                f"{mlp.accuracy[mlp.index(state), mlp.lags.index(lag)]:>9.3f}{rows['seed0'][-1]:>8.3f}"
-                f"{rows['mean'][-1]:>9.3f}{rows['floor'][-1]:>11.3f}"
-            )
-    worst = {k: float(np.min(v)) for k, v in rows.items()}  # NaN (a constant recall row) propagates and fails
-    both = spearman(np.array(pooled[0]), np.array(pooled[1]))
-    print(f"Spearman over all (lag <= 5, symbol) cells pooled, quick vs MLP mean: {both:.3f}")
-    return [
-        ("(d) quick signature speed-up", f"{speedup:.1f}x", ">= 20x", speedup >= 20),
-        (
-            f"(d) min Spearman per lag <= 5, vs mean of {len(runs)} MLP",
-            f"{worst['mean']:.3f}",
-            ">= 0.8",
-            worst["mean"] >= 0.8,
-        ),
-        ("(d) same, vs the MLP run of seed 0", f"{worst['seed0']:.3f}", "-", True),
-        ("(d) same, MLP vs the others (floor)", f"{worst['floor']:.3f}", "-", True),
-        ("(d) Spearman, lag <= 5 cells pooled", f"{both:.3f}", ">= 0.8", both >= 0.8),
-    ]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", help="trained CharLM checkpoint for (d)")
-    ap.add_argument("--skip", default="", help="comma-separated measurements to skip: a,b,c,d")
+    ap.add_argument("--skip", default="", help="comma-separated measurements to skip: a,b,c")
     ap.add_argument("--steps", type=int, default=10, help="batches S of (a)")
     ap.add_argument("--naive-decoders", type=int, default=1, help="naive decoders run in (a), scaled to 20")
     ap.add_argument("--reps", type=int, default=10, help="timed repetitions of (b)")
-    ap.add_argument("--train-seconds", type=float, default=40, help="training time of the (d) model without --ckpt")
-    ap.add_argument("--mlp-runs", type=int, default=3, help="MLP probe runs (seeds 0, 1, ...) that (d) compares with")
     ap.add_argument("--_memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -334,7 +226,6 @@ def main() -> None:
         "a": lambda: bench_a(args, vocab),
         "b": lambda: bench_b(args),
         "c": bench_c,
-        "d": lambda: bench_d(args, vocab),
     }
     rows = [row for key, bench in benches.items() if key not in skip for row in bench()]
     print(f"\n{'target':<40}{'measured':>10}{'target':>10}  result")

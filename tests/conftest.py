@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import memsig
 from memsig.data.corpora import Corpus, Splits
+from memsig.data.text import TextDataModule
 from memsig.resolvers import PROJECT_ROOT, data_dir
+from memsig.vocab import Vocab
 
 import system_deps
 
@@ -43,6 +45,12 @@ class RandomSymbols(Corpus):
 
     def load(self) -> Splits:
         return Splits([self.text[0]], [self.text[1][:8000]], [self.text[2][:8000]])
+
+
+@pytest.fixture(scope="session")
+def random_dm() -> TextDataModule:
+    """:class:`RandomSymbols` in batches of 16 x 64: recall there is memory, never inference."""
+    return TextDataModule(RandomSymbols(), Vocab(), batch_size=16, seq_len=64)
 
 
 CONF = PROJECT_ROOT / "conf"

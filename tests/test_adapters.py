@@ -133,11 +133,6 @@ def test_history_is_clipped_to_the_window_unless_the_module_carries_state(user_r
     assert torch.equal(carried, batch["history"])
 
 
-@pytest.fixture(scope="module")
-def random_dm() -> TextDataModule:
-    return TextDataModule(RandomSymbols(), VOCAB, batch_size=16, seq_len=64)
-
-
 def test_probe_of_a_hooked_shift_register_recalls_exactly_its_depth(random_dm: TextDataModule) -> None:
     torch.manual_seed(0)
     source = HookedStateSource(ShiftRegisterLM(k=2), VOCAB, {"taps": "register"})

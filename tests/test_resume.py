@@ -15,9 +15,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -26,6 +28,7 @@ from torch.utils.data import Dataset
 
 from memsig.data.text import ResumableLoader
 from memsig.models.char_lm import CharLM
+from memsig.probe.signature import Signature
 from memsig.resolvers import PROJECT_ROOT
 from memsig.tasks.checkpointing import AtomicCheckpointIO, AtomicCheckpoints
 from memsig.tasks.train import resume_checkpoint
@@ -178,6 +181,25 @@ def _assert_same_run(a: Path, b: Path) -> None:
     )
 
 
+def _kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 120) -> None:
+    """Run ``cmd`` and SIGKILL it as soon as ``ready()`` holds (fails if it ended before)."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True
+    )
+    try:
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            if ready():
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _steps(run_dir: Path, version: int) -> list[int]:
     rows = csv.DictReader((run_dir / "csv" / f"version_{version}" / "metrics.csv").read_text().splitlines())
     return [int(r["step"]) for r in rows if r.get("train/loss")]
@@ -193,21 +215,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -
 def test_sigkilled_run_resumes_mid_epoch_bit_exactly(uninterrupted: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(
-        _train_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True
-    )
-    try:
-        deadline = time.time() + 120
-        while proc.poll() is None and time.time() < deadline:  # wait for a last.ckpt in epoch 1
-            if last.is_file() and _load(last)["global_step"] > WINDOWS + 5:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    _kill_when(_train_cmd(run_dir), lambda: last.is_file() and _load(last)["global_step"] > WINDOWS + 5)  # epoch 1
     killed = _load(last)
     loader = killed["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert killed["epoch"] == 1 and loader["epoch"] == 1 and 0 < loader["position"] < WINDOWS  # mid-epoch
@@ -226,3 +234,41 @@ def test_run_resumed_at_an_epoch_end_matches_too(uninterrupted: Path, tmp_path: 
     _run(run_dir)  # the same run dir with 2 epochs: goes on with epoch 1
     assert min(_steps(run_dir, 1)) > WINDOWS
     _assert_same_run(uninterrupted, run_dir)
+
+
+# ------------------------------------------------------------------- the probe, end to end
+PROBE = [
+    "probe.lags=[1,2,4]",
+    "probe.max_width=32",
+    "probe.batch_positions=256",
+    "probe.controls=[shuffled]",
+    "probe.eval_every=20",
+    "probe.max_steps=160",
+    "~callbacks.rich_progress_bar",
+    "logger=none",
+]
+
+
+def _probe_cmd(ckpt: str, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "probe.py"), f"ckpt={ckpt}", *PROBE, *extra, f"hydra.run.dir={run_dir}"]
+
+
+def test_sigkilled_probe_resumes_to_the_uninterrupted_signature(trained_lm: dict, tmp_path: Path):
+    """probe.py killed with SIGKILL after its second dev check, then run with probe_ckpt=<its
+    last.ckpt>, ends with the signature of a probe that was never stopped."""
+    ckpt, cache = trained_lm["dir"], f"paths.cache_dir={tmp_path / 'cache'}"
+    whole = subprocess.run(_probe_cmd(ckpt, tmp_path / "whole", cache), capture_output=True, text=True, env=_env())
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed_dir = tmp_path / "killed"
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    _kill_when(_probe_cmd(ckpt, killed_dir, cache), lambda: last.is_file() and _load(last)["global_step"] >= 40, 300)
+    killed_at = _load(last)["global_step"]
+    assert 40 <= killed_at < 160 and not (killed_dir / "signature.npz").exists()
+    resumed_dir = tmp_path / "resumed"
+    resumed = subprocess.run(
+        _probe_cmd(ckpt, resumed_dir, cache, f"probe_ckpt={last}"), capture_output=True, text=True, env=_env()
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (Signature.load(d / "signature.npz") for d in (tmp_path / "whole", resumed_dir))
+    assert a.meta["convergence"] == b.meta["convergence"]  # every head: the same steps, best dev loss, state
+    np.testing.assert_array_equal(a.confusion, b.confusion)

@@ -78,7 +78,7 @@ def test_depth_study_probes_every_layer_and_the_deep_decoder_control(tmp_path: P
         assert main.states == [f"layer{i}.{cell}" for i in range(1, 5)]
         deep = Signature.load(sweep / job / "signatures" / "deep_decoders.npz")
         assert deep.states == [f"layer3.{cell}", f"layer4.{cell}"]
-        assert deep.meta["probe"]["features"] == 2 * main.meta["probe"]["features"]
+        assert deep.meta["probe"]["features"] == 1024 > main.meta["probe"]["features"]  # the ridge variant
     recall = read_csv(sweep / "report" / "recall.csv")
     assert {r["signature"] for r in recall} == {"gru", "lstm", "gru [deep_decoders]", "lstm [deep_decoders]"}
 
@@ -139,7 +139,7 @@ def test_ngram_vs_gru_has_count_table_bound_and_difference_map(tmp_path: Path, t
     probe, table = (Signature.load(ngram["signatures"][k]) for k in ("main", "count_table"))
     assert probe.accuracy[0, 0] > 0.9  # δ=1 lies inside the 5-gram's context
     assert (sweep / "report" / "difference_gru_vs_ngram.png").is_file()
-    assert table.meta["probe"]["mode"] == "count_table" and table.lags == probe.lags
+    assert table.meta["probe"]["kind"] == "count_table" and table.lags == probe.lags
 
 
 def test_init_from_starts_from_the_weights_of_another_run(trained_lm: dict, tmp_path: Path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import lightning as L
 from memsig.data.corpora import TextCorpus
 from memsig.data.text import TextDataModule
 from memsig.models.checkpoint import load_model
+from memsig.probe.probes import Probe, make_probe
 from memsig.probe.signature import Signature
 from memsig.states import StateSource
 
@@ -30,11 +30,10 @@ def probe(
     model: StateSource | str | Path,
     data: L.LightningDataModule | str | Path,
     *,
-    quick: bool = False,
+    probe: str | Probe = "mlp",
     progress: bool = True,
-    trainer: L.Trainer | None = None,
     data_kwargs: dict[str, Any] | None = None,
-    **probe_kwargs: Any,
+    **options: Any,
 ) -> Signature:
     """The memory signature of ``model`` on ``data``.
 
@@ -43,31 +42,15 @@ def probe(
             :class:`~memsig.adapters.HookedStateSource`, your own) or a checkpoint path.
         data: a DataModule (:class:`~memsig.data.text.TextDataModule`, a speech DataModule)
             or a text file/folder path.
-        quick: closed-form ridge decoders (:func:`~memsig.probe.quick.quick_signature`)
-            instead of the MLP probe.
+        probe: ``"mlp"`` (:class:`~memsig.probe.probes.MLPProbe`, decoders trained until they
+            converge), ``"ridge"`` (:class:`~memsig.probe.probes.RidgeProbe`, the closed-form
+            preview), or a probe you built (then pass no ``options``).
         progress: show a progress bar.
-        trainer: a Lightning trainer to use instead of the default CPU one (it must carry the
-            probe's :meth:`~memsig.probe.multihead.MultiHeadProbe.trainer_settings`).
         data_kwargs: TextDataModule options when ``data`` is a path (batch_size, regime…).
-        probe_kwargs: :class:`~memsig.probe.multihead.MultiHeadProbe` (or quick) options:
-            ``states``, ``lags``, ``width``, ``depth``, ``seeds``, ``controls``, ``target``, the
-            stopping rule (``patience``, ``eval_every``, ``max_steps``…)…
+        options: the probe's options: ``states``, ``lags``, ``controls``, ``seed``… and, for the
+            MLP probe, ``width``, ``hidden_layers``, ``seeds``, the stopping rule (``patience``,
+            ``eval_every``, ``max_steps``…), ``trainer`` (a factory of the Lightning trainer).
     """
+    probe_ = make_probe(probe, **options)  # a bad option fails here, before any data is read
     source = load_model(model) if isinstance(model, (str, Path)) else model
-    dm = as_datamodule(data, source, **(data_kwargs or {}))
-    if quick:
-        from memsig.probe.quick import quick_signature
-
-        return quick_signature(source, dm, **probe_kwargs)
-    from memsig.probe.multihead import MultiHeadProbe, fit_probe
-
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    probe_ = MultiHeadProbe(source, **probe_kwargs)
-    trainer = trainer or L.Trainer(
-        **probe_.trainer_settings(),
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-    )
-    return fit_probe(probe_, dm, trainer)
+    return probe_.fit(source, as_datamodule(data, source, **(data_kwargs or {})), progress=progress)

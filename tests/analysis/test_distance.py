@@ -81,3 +81,43 @@ def test_pairwise_distances() -> None:
     renamed = Signature(["t"], B.lags, B.symbols, B.confusion, B.ce_bits, B.prior)
     by_state = pairwise_distances({"a": A, "b": renamed}, {"a": "s", "b": "t"}, n=100)
     assert by_state[("a", "b")][0] == pytest.approx(0.7 / 3)
+
+
+def blocked(x_hits: np.ndarray, per_block: int = 20) -> Signature:
+    """One state and lag, symbols x and y; ``x_hits`` ``[R, B]``: x recalled by seed r in block b
+    (of ``per_block`` x positions each); y always recalled."""
+    r, b = x_hits.shape
+    block_correct = np.zeros((r, b, 1, 1, 2), dtype=np.int64)
+    block_correct[..., 0, 0, 0], block_correct[..., 0, 0, 1] = x_hits, per_block
+    block_support = np.full((b, 1, 1, 2), per_block, dtype=np.int64)
+    conf = np.zeros((1, 1, 2, 2), dtype=np.int64)
+    hits = block_correct.sum((0, 1))[0, 0]  # [2], pooled over seeds
+    conf[0, 0] = [[hits[0], r * b * per_block - hits[0]], [0, hits[1]]]
+    return Signature(
+        ["s"],
+        [1],
+        ["x", "y"],
+        conf,
+        np.zeros((1, 1)),
+        np.full(2, 0.5),
+        seeds=r,
+        block_correct=block_correct,
+        block_support=block_support,
+    )
+
+
+def test_distance_interval_carries_block_dependence_and_seed_spread() -> None:
+    """Three signatures with the same recall (x 0.5, y 1) against a near-exact reference: blocks
+    alike and seeds alike leave no uncertainty; all-or-nothing blocks (a dependent stream) and
+    seeds that disagree each widen the interval."""
+    reference = toy([[0.8, 1.0]], [[10**6, 10**6]], lags=(1,))
+    smooth = blocked(np.full((2, 50), 10))
+    blocky = blocked(np.tile(np.repeat([[0, 20]], 25, 0).ravel(), (2, 1)))  # blocks all wrong or all right
+    split = blocked(np.stack([np.full(50, 6), np.full(50, 14)]))  # seed 0 recalls 0.3, seed 1 0.7
+    widths = {}
+    for name, sig in (("smooth", smooth), ("blocky", blocky), ("split", split)):
+        d, low, high = bootstrap_distance(sig, reference, "s", n=2000, seed=0)
+        assert d == pytest.approx(0.15) and low <= d <= high, name
+        widths[name] = high - low
+    assert widths["smooth"] < 0.002
+    assert widths["blocky"] > 0.05 and widths["split"] > 0.05

@@ -147,7 +147,7 @@ def test_probe_recalls_the_context_and_the_count_table_bounds_it():
     assert (table.accuracy[0] >= quick.accuracy[0]).all(), (table.accuracy, quick.accuracy)
     assert (table.accuracy[0, 3:] > table.majority_rate[0, 3:]).all()
     probe = table.meta["probe"]
-    assert probe["mode"] == "count_table" and probe["test_unseen_rate"] == [0.0] * len(LAGS)
+    assert probe["kind"] == "count_table" and probe["test_unseen_rate"] == [0.0] * len(LAGS)
     assert np.isfinite(table.ce_bits).all() and table.forward_confusion is not None
 
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import memsig
-from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
 from memsig.models.delay_line import DelayLine
 from memsig.probe.heads import BatchedMLPHeads
@@ -13,14 +12,7 @@ from memsig.probe.multihead import MultiHeadProbe
 from memsig.probe.signature import Signature
 from memsig.vocab import Vocab
 
-from conftest import RandomSymbols
-
 VOCAB = Vocab()
-
-
-@pytest.fixture(scope="module")
-def random_dm():
-    return TextDataModule(RandomSymbols(), VOCAB, batch_size=16, seq_len=64)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +69,7 @@ def test_signature_file_round_trips(delay_signature, tmp_path):
 
 def test_batched_heads_equal_separate_mlps():
     torch.manual_seed(0)
-    heads = BatchedMLPHeads(num_heads=3, in_dim=5, width=4, depth=2, num_classes=6).eval()
+    heads = BatchedMLPHeads(num_heads=3, in_dim=5, width=4, hidden_layers=2, num_classes=6).eval()
     x = torch.randn(7, 5)
     out = heads(x)  # [K, C, N]
     for k in range(3):
@@ -89,7 +81,7 @@ def test_batched_heads_equal_separate_mlps():
 
 
 def test_each_head_keeps_its_own_best_and_it_survives_a_checkpoint():
-    heads = BatchedMLPHeads(num_heads=2, in_dim=3, width=4, depth=1, num_classes=2)
+    heads = BatchedMLPHeads(num_heads=2, in_dim=3, width=4, hidden_layers=1, num_classes=2)
     first = heads.w_out.detach().clone()
     heads.keep_best(torch.tensor([1.0, 1.0]))
     with torch.no_grad():
@@ -97,7 +89,7 @@ def test_each_head_keeps_its_own_best_and_it_survives_a_checkpoint():
             p.add_(1.0)
     improved = heads.keep_best(torch.tensor([0.5, 2.0]))  # head 0 improves, head 1 does not
     assert improved.tolist() == [True, False]
-    restored = BatchedMLPHeads(num_heads=2, in_dim=3, width=4, depth=1, num_classes=2)
+    restored = BatchedMLPHeads(num_heads=2, in_dim=3, width=4, hidden_layers=1, num_classes=2)
     restored.load_state_dict(heads.state_dict())
     assert restored.best_loss.tolist() == [0.5, 1.0]
     restored.load_best()

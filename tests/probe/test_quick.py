@@ -54,7 +54,7 @@ def test_delay_line_recalls_exactly_its_window_and_nothing_older(delay_sig):
     assert (acc[3:] < majority[3:] + 0.05).all(), (acc, majority)
     assert (delay_sig.ce_bits[0, :3] < 0.05).all() and np.isfinite(delay_sig.ce_bits).all()
     probe = delay_sig.meta["probe"]
-    assert probe["mode"] == "quick" and len(probe["ridge"]["delay"]) == len(LAGS)
+    assert probe["kind"] == "ridge" and len(probe["ridge"]["delay"]) == len(LAGS)
     assert set(probe["ridge"]["delay"]) <= set(probe["ridge_grid"])
     assert delay_sig.forward_confusion is None  # a delay line predicts nothing
 

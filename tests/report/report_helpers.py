@@ -75,7 +75,7 @@ def write_train_run(
                 "url": "https://example.org/tiny.txt",
             },
         },
-        "probe": {"mode": "quick", "lags": LAGS, "features": 64},
+        "probe": {"kind": "ridge", "lags": LAGS, "features": 64},
     }
     signatures = {}
     for j, name in enumerate(("main", *variants)):

@@ -6,15 +6,19 @@ per-symbol recall (fractions in [0, 1]) over the (lag, symbol) cells supported i
 i.e. non-NaN in both (support >= each signature's ``min_support``). 0 = identical
 recall, 1 = one recalls every cell perfectly where the other recalls nothing.
 
-The bootstrap resamples each signature's test positions stratified by true symbol:
-every (lag, true symbol) confusion row is redrawn as a multinomial with the row's
-total and proportions. The distance only needs the diagonal of each row, whose
-multinomial marginal is Binomial(row total, row recall), so that is drawn directly.
-Note that a mean of absolute differences is biased upwards under noise: for nearly
-identical signatures the interval lies above the point estimate (it is the noise floor).
+The interval carries both sources of a signature's uncertainty (``Signature.recall_ci``). Where a
+signature has block counts (the MLP probe), each resample redraws its test blocks with
+replacement (positions of one stream are dependent, so blocks, not positions, are the unit) and
+its probe seeds with replacement (the spread over probe training). Otherwise (older files, the
+ridge preview) its test positions are resampled stratified by true symbol: each (lag, symbol)
+confusion row's diagonal redrawn as Binomial(row total, row recall). Note that a mean of
+absolute differences is biased upwards under noise: for nearly identical signatures the
+interval lies above the point estimate (it is the noise floor).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -90,13 +94,37 @@ def bootstrap_distance(
     rng = np.random.default_rng(seed)
     resampled, mask = [], True
     for sig, state in ((a, state_a), (b, state_b or state_a)):
-        correct, support, ok = _cells(sig, state, lags, symbols)
-        hits = rng.binomial(support, correct / np.maximum(support, 1), size=(n, *support.shape))
-        resampled.append(hits / np.maximum(support, 1))
-        mask = mask & ok
-    boot = np.abs(resampled[0] - resampled[1])[:, mask].mean(-1)
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+        resampled.append(resampled_recall(sig, state, lags, symbols, n, rng))
+        mask = mask & _cells(sig, state, lags, symbols)[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cell a resample left without positions
+        boot = np.nanmean(np.abs(resampled[0] - resampled[1])[:, mask], -1)
+    low, high = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return distance, float(low), float(high)
+
+
+def resampled_recall(
+    sig: Signature, state: str, lags: list[int], symbols: list[str], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``[n, K, C]`` recall of ``state`` on ``lags`` × ``symbols`` in ``n`` bootstrap resamples:
+    blocks and seeds where ``sig`` has block counts, else positions per symbol (module docstring).
+    NaN where a resample holds no position of a cell."""
+    correct, support, _ = _cells(sig, state, lags, symbols)
+    if sig.block_correct is None:
+        hits = rng.binomial(support, correct / np.maximum(support, 1), size=(n, *support.shape))
+        return hits / np.maximum(support, 1)
+    k = [sig.lags.index(lag) for lag in lags]
+    c = [sig.symbols.index(s) for s in symbols]
+    i = sig.index(state)
+    bc = sig.block_correct[:, :, i][:, :, k][..., c].astype(np.float64)  # [R, B, K, C]
+    bs = sig.block_support[:, i][:, k][..., c].astype(np.float64)  # [B, K, C]
+    r, b = bc.shape[:2]
+    blocks = rng.multinomial(b, np.full(b, 1 / b), size=n).astype(np.float64)  # [n, B]
+    seeds = rng.multinomial(r, np.full(r, 1 / r), size=n) / r  # [n, R]
+    hits = np.einsum("nr,nrx->nx", seeds, np.einsum("nb,rbx->nrx", blocks, bc.reshape(r, b, -1)))
+    total = blocks @ bs.reshape(b, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, hits / total, np.nan).reshape(n, len(k), len(c))
 
 
 def pairwise_distances(

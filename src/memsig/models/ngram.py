@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from memsig.data.io import atomic_write_bytes
 from memsig.models.checkpoint import CheckpointError, _meta, _read
 from memsig.probe.signature import Signature
-from memsig.probe.targets import LeftContext, lag_targets
+from memsig.probe.targets import LeftContext, lag_targets, next_symbol_counts
 from memsig.states import StateBatch
 from memsig.vocab import Vocab
 
@@ -298,14 +298,11 @@ def count_table_signature(
         nll += torch.zeros(k, dtype=torch.float64).index_add_(0, lag, -p.log2())
         unseen += torch.bincount(lag[~seen], minlength=k)
         confusion += torch.bincount((lag * c + y) * c + pred, minlength=k * c * c)
-        ok = sb.mask[:, 1:] & sb.mask[:, :-1]
-        forward += torch.bincount(
-            (sb.symbols[:, 1:][ok] * c + sb.next_logits[:, :-1].argmax(-1)[ok]).cpu(), minlength=c * c
-        )
+        forward += next_symbol_counts(sb)
     n = confusion.view(k, -1).sum(-1).clamp(min=1)
     info = {
         "probe": {
-            "mode": "count_table",
+            "kind": "count_table",
             "states": ["context"],
             "lags": lags,
             "alpha": alpha,

@@ -9,9 +9,10 @@ import types
 from typing import Any
 
 from memsig.probe.multihead import MultiHeadProbe
+from memsig.probe.probes import MLPProbe, Probe, RidgeProbe, make_probe
 from memsig.probe.signature import Signature
 
-__all__ = ["MultiHeadProbe", "Signature"]
+__all__ = ["MLPProbe", "MultiHeadProbe", "Probe", "RidgeProbe", "Signature", "make_probe"]
 
 
 class _CallablePackage(types.ModuleType):

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from memsig.probe.controls import ControlledSource, state_parts
-from memsig.probe.targets import LeftContext, bigram_labels, lag_targets
+from memsig.probe.targets import LeftContext, bigram_labels, lag_targets, next_symbol_counts
 from memsig.states import StateSource
 
 CACHE_VERSION = 1
@@ -255,9 +255,7 @@ def _write(
                     dims[s] = x.shape[1]
                     files[s].write(x.numpy().astype(store).tobytes())
                 if sb.next_logits is not None:
-                    ok = sb.mask[:, 1:] & sb.mask[:, :-1]
-                    pred = sb.next_logits[:, :-1].argmax(-1)[ok]
-                    forward += torch.bincount(sb.symbols[:, 1:][ok] * c + pred, minlength=c * c).cpu()
+                    forward += next_symbol_counts(sb)
                 n += len(idx)
     finally:
         for f in (*files.values(), targets_file, blocks_file):

@@ -33,7 +33,7 @@ class BatchedMLPHeads(nn.Module):
         num_heads: K.
         in_dim: D, the state size.
         width: W, hidden units per decoder (0: linear decoders, ``D -> C``).
-        depth: hidden layers per decoder (≥ 1 when ``width > 0``).
+        hidden_layers: hidden layers per decoder (≥ 1 when ``width > 0``).
         num_classes: C.
         dropout_state: dropout on the input state (one mask shared by the K heads).
         dropout_hidden: dropout after every hidden layer.
@@ -46,21 +46,23 @@ class BatchedMLPHeads(nn.Module):
         num_heads: int,
         in_dim: int,
         width: int,
-        depth: int,
+        hidden_layers: int,
         num_classes: int,
         dropout_state: float = 0.0,
         dropout_hidden: float = 0.0,
     ) -> None:
         super().__init__()
-        self.k, self.width, self.depth, self.c = num_heads, width, depth if width else 0, num_classes
+        self.k, self.width, self.hidden_layers, self.c = num_heads, width, hidden_layers if width else 0, num_classes
         self.dropout_state, self.dropout_hidden = dropout_state, dropout_hidden
         first_out = width if width else num_classes
         self.w_in = _uniform((num_heads * first_out, in_dim), in_dim)
         self.b_in = _uniform((num_heads * first_out, 1), in_dim)
         self.w_hidden = nn.ParameterList(
-            _uniform((num_heads, width, width), width) for _ in range(max(0, self.depth - 1))
+            _uniform((num_heads, width, width), width) for _ in range(max(0, self.hidden_layers - 1))
         )
-        self.b_hidden = nn.ParameterList(_uniform((num_heads, width, 1), width) for _ in range(max(0, self.depth - 1)))
+        self.b_hidden = nn.ParameterList(
+            _uniform((num_heads, width, 1), width) for _ in range(max(0, self.hidden_layers - 1))
+        )
         if width:
             self.w_out = _uniform((num_heads, num_classes, width), width)
             self.b_out = _uniform((num_heads, num_classes, 1), width)
@@ -180,7 +182,7 @@ class BatchedMLPHeads(nn.Module):
 
     @property
     def _rest_flops(self) -> int:
-        return 2 * self.k * self.width * (self.width * max(0, self.depth - 1) + self.c) if self.width else 0
+        return 2 * self.k * self.width * (self.width * max(0, self.hidden_layers - 1) + self.c) if self.width else 0
 
 
 class HeadAdam(torch.optim.Optimizer):

@@ -47,7 +47,16 @@ from memsig.probe.cache import SplitStates, cached_split
 from memsig.probe.controls import check_controls, control_spec, random_copy
 from memsig.probe.heads import BatchedMLPHeads, HeadAdam
 from memsig.probe.signature import Signature
-from memsig.probe.targets import LeftContext, bigram_labels, label_prior, lag_targets, resolve_probe, target_labels
+from memsig.probe.targets import (
+    LeftContext,
+    bigram_labels,
+    confusion_counts,
+    label_prior,
+    lag_targets,
+    next_symbol_counts,
+    resolve_probe,
+    target_labels,
+)
 from memsig.states import StateBatch, StateSource
 
 log = logging.getLogger(__name__)
@@ -94,7 +103,7 @@ class MultiHeadProbe(L.LightningModule):
             many decoder parameters as the kernel + input projection behind the state
             (``source.kernel_params``), ``ceil(P / (D + C))`` for one hidden layer.
         max_width: cap on ``auto`` widths (CPU budget); the cap is reported in meta.
-        depth: hidden layers per decoder (0 = linear decoder).
+        hidden_layers: hidden layers per decoder (0 = linear decoder).
         keep_probs: dropout keep probabilities to sweep (one head set each).
         seeds: probe seeds, one head set each (their spread is the probe-training uncertainty).
         lr, weight_decay: Adam settings for the heads.
@@ -124,7 +133,7 @@ class MultiHeadProbe(L.LightningModule):
         lags: list[int] | None = None,
         width: int | Literal["auto"] = "auto",
         max_width: int | None = 1024,
-        depth: int = 1,
+        hidden_layers: int = 1,
         keep_probs: list[float] | None = None,
         seeds: int = 1,
         lr: float = 1e-3,
@@ -174,7 +183,7 @@ class MultiHeadProbe(L.LightningModule):
             w = self.widths.setdefault(base, self._width(source, base, d))
             with torch.random.fork_rng():
                 torch.manual_seed(seed * 1000 + r)  # seed r's initialisation, whatever else is probed
-                heads.append(BatchedMLPHeads(len(lags), d, w, depth, self.num_classes, 1 - p, 1 - p))
+                heads.append(BatchedMLPHeads(len(lags), d, w, hidden_layers, self.num_classes, 1 - p, 1 - p))
         self.heads = nn.ModuleList(heads)
         self.context = LeftContext(max(0, max(lags)) + (1 if target == "bigram" else 0))
         self._gen = torch.Generator().manual_seed(seed)
@@ -187,7 +196,7 @@ class MultiHeadProbe(L.LightningModule):
         hp = self.hparams
         if hp.width != "auto":
             return int(hp.width)
-        if hp.depth == 0:
+        if hp.hidden_layers == 0:
             return 0
         kernel = getattr(source, "kernel_params", None)
         p = sum(kernel(x) for x in state.split("+")) if kernel else d * d
@@ -237,6 +246,7 @@ class MultiHeadProbe(L.LightningModule):
         self._scale = {s: standardizer(train.states[s]) for s in specs}
 
     def cache_bytes(self) -> int:
+        """Bytes of the cached states, targets and blocks of every split (0 when streamed)."""
         return sum(c.nbytes for c in self._cache.values())
 
     def train_dataloader(self) -> DataLoader:
@@ -445,15 +455,12 @@ class MultiHeadProbe(L.LightningModule):
             ce, _ = self._head_losses(logits, y, v)
             self._eval["ce"][g] += ce.double()
             pred = logits.argmax(1).T  # [N, K]
-            self._eval["confusion"][g] += torch.bincount(((lag * c + y) * c + pred)[v], minlength=k * c * c)
+            self._eval["confusion"][g] += confusion_counts(pred, y, v, c)
             if blocks is not None:
                 hit = cell[(pred == y)[v].cpu()]
                 self._eval["block_correct"][g] += torch.bincount(hit, minlength=self._eval["block_correct"].shape[1])
         if sb is not None and sb.next_logits is not None:  # the model's own next-symbol confusion
-            v_ = len(self.source.vocab)
-            ok = sb.mask[:, 1:] & sb.mask[:, :-1]
-            pred = sb.next_logits[:, :-1].argmax(-1)[ok]
-            self._eval["forward"] += torch.bincount(sb.symbols[:, 1:][ok] * v_ + pred, minlength=v_ * v_)
+            self._eval["forward"] += next_symbol_counts(sb).to(self.device)
 
     # --------------------------------------------------------------- the result
     def chosen_keep_prob(self) -> float:
@@ -507,7 +514,7 @@ class MultiHeadProbe(L.LightningModule):
             block_support = np.repeat(support[:, None], len(idx[0]), axis=1)  # [B, S, K, C]
         convergence = self.convergence()
         info = {
-            "probe": {**dict(hp), "widths": self.widths, "keep_prob": p},
+            "probe": {"kind": "mlp", **dict(hp), "widths": self.widths, "keep_prob": p},
             "convergence": {key: val for key, val in convergence.items() if key.split("@")[1].startswith(f"{p}#")},
             "dev_loss": {key: val["best_dev_loss"] for key, val in convergence.items()},
             **(meta or {}),
@@ -560,6 +567,9 @@ def fit_probe(
     trainer.test(probe, verbose=False)
     target = probe.hparams.target
     prior = label_prior(datamodule.ids("train"), len(probe.source.vocab), target)
+    if probe.hparams.cache:
+        cache = {"bytes": probe.cache_bytes(), "folders": [str(c.folder) for c in probe._cache.values()]}
+        meta = {**(meta or {}), "state_cache": cache}
     sig = probe.signature(prior, target_labels(probe.source, target), meta)
     unconverged = unconverged_heads(sig)
     if unconverged:

@@ -1,8 +1,8 @@
 """Quick memory signature: closed-form ridge decoders on random ReLU features of the state.
 
-A preview of the signature in seconds instead of the MLP probe's training run
-(:class:`~memsig.probe.multihead.MultiHeadProbe`). The decoder of lag δ is linear in a
-fixed feature map ``φ(x) = [z, relu(z·R + b), 1]`` of the state ``x`` (``z`` standardised
+A preview of the signature (:class:`~memsig.probe.probes.RidgeProbe`), in one pass instead of
+the MLP probe's training run (:class:`~memsig.probe.multihead.MultiHeadProbe`). The decoder of
+lag δ is linear in a fixed feature map ``φ(x) = [z, relu(z·R + b), 1]`` of the state ``x`` (``z`` standardised
 by the first training batch, ``R`` ``[D, P]`` random Gaussian, ``b`` random offsets), i.e.
 kernel ridge regression with P random features: a non-linear decoder, solved in closed
 form. ``features=0`` gives the plain linear ridge decoder on ``[z, 1]``. Three streaming
@@ -36,16 +36,10 @@ corpus. ``controls`` adds the ``random``/``shuffled`` control states, probed ali
 (:class:`~memsig.probe.controls.ControlledSource`).
 
 When to trust it: as a preview — where memory fades, which lags and layers keep more, and
-which symbols are kept better than others at a lag. On a trained LSTM-320
-(``benchmarks/probe_speed.py`` (d), README) its marginal accuracies are 1–11 points below the
-default MLP probe's at lags 1–5 (which are themselves below a fully trained MLP probe's). At
-lags 2–5 its per-symbol recall ranks agree with the mean of five MLP runs (Spearman
-0.86–0.92) nearly as well as one MLP run agrees with the mean of the other four
-(0.89–0.92 on average). Where recall is near 100 % (lag 1 there) the ranks of symbols are
-mostly noise for every probe: 0.77 for this mode, 0.83 on average for an MLP run. Confirm per-symbol
-conclusions with the MLP probe (and its controls) before reporting them. With ``features=0``
-(linear) it underestimates recall that the state holds non-linearly; with ``calibrate=False``
-it under-recalls rare symbols.
+which symbols are kept better than others at a lag. Its distance from the converged MLP probe
+(:class:`~memsig.probe.probes.MLPProbe`) is measured by ``benchmarks/probe_convergence.py``
+(results: ``docs/probing.md``). With ``features=0`` (linear) it underestimates recall that the
+state holds non-linearly; with ``calibrate=False`` it under-recalls rare symbols.
 """
 
 from __future__ import annotations
@@ -61,7 +55,14 @@ from torch import Tensor, nn
 
 from memsig.probe.controls import ControlledSource, check_controls, control_spec, state_parts
 from memsig.probe.signature import Signature
-from memsig.probe.targets import LeftContext, lag_targets, resolve_probe
+from memsig.probe.targets import (
+    LeftContext,
+    confusion_counts,
+    label_prior,
+    lag_targets,
+    next_symbol_counts,
+    resolve_probe,
+)
 from memsig.states import StateBatch, StateSource
 
 F64 = torch.float64
@@ -206,16 +207,21 @@ def ridge_weights(gram: Tensor, cross: Tensor, ridge: Sequence[float]) -> Tensor
     scale = (cov.diagonal(dim1=-2, dim2=-1).sum(-1) / cov.shape[-1]).clamp(min=torch.finfo(F64).tiny)
     lam = torch.tensor(list(ridge), dtype=F64, device=gram.device)
     eye = torch.eye(cov.shape[-1], dtype=F64, device=gram.device)
-    w = torch.stack(
-        [
-            torch.cholesky_solve(
-                xy[i].expand(len(lam), -1, -1), torch.linalg.cholesky(cov[i] + (lam * scale[i])[:, None, None] * eye)
-            )
-            for i in range(len(cov))
-        ]
-    )  # [K, L, D, C]
+    w = torch.stack([_ridge_solve(cov[i], xy[i], lam * scale[i], eye) for i in range(len(cov))])  # [K, L, D, C]
     bias = ybar[:, None, :] - (mu[:, None, None, :] @ w).squeeze(-2)
     return torch.cat([w, bias[:, :, None, :]], -2)
+
+
+def _ridge_solve(cov: Tensor, xy: Tensor, lam: Tensor, eye: Tensor) -> Tensor:
+    """``[L, D, C]`` solutions of ``(cov + λ·I) W = xy`` for each of the L strengths ``lam``: by
+    Cholesky, or, where rounding left ``cov`` ``[D, D]`` slightly indefinite (more features than
+    positions), on its eigenvalues clipped at 0 (its nearest positive semi-definite matrix)."""
+    factor, info = torch.linalg.cholesky_ex(cov + lam[:, None, None] * eye)
+    if not bool(info.any()):
+        return torch.cholesky_solve(xy.expand(len(lam), -1, -1), factor)
+    values, vectors = torch.linalg.eigh(cov)
+    rotated = vectors.T @ xy  # [D, C]
+    return torch.stack([vectors @ (rotated / (values.clamp(min=0) + l)[:, None]) for l in lam])
 
 
 def _nll(scores: Tensor, y: Tensor, v: Tensor) -> Tensor:
@@ -298,7 +304,7 @@ def quick_signature(
     states: Sequence[str] | None = None,
     lags: Sequence[int] | None = None,
     features: int = 512,
-    train_positions: int | None = 4096,
+    train_positions: int | None = None,
     ridge: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1, 10),
     max_train_batches: int | None = None,
     max_eval_batches: int | None = None,
@@ -306,7 +312,6 @@ def quick_signature(
     common_positions: bool = False,
     controls: Sequence[str] = (),
     seed: int = 0,
-    depth: int = 1,
     prior: np.ndarray | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Signature:
@@ -329,8 +334,6 @@ def quick_signature(
             copy of the model and on the states shuffled across each batch's positions
             (:mod:`memsig.probe.controls`), as ``random:<state>`` / ``shuffled:<state>``.
         seed: draws the features, the sampled positions and the controls.
-        depth: a richer decoder, ``depth × features`` random features: the quick counterpart of
-            the MLP probe's deeper decoders (the reference's hard-to-decode control).
         prior: ``[C]`` training symbol frequencies (default: counted on ``datamodule.ids("train")``).
         meta: merged into the signature's meta.
     """
@@ -339,7 +342,6 @@ def quick_signature(
         source = ControlledSource(source, controls, seed)
         states = [*states, *(control_spec(c, s) for c in check_controls(controls) for s in states)]
     c, k, ar = len(source.vocab), len(lags), torch.arange(len(lags))
-    features *= depth
     moments, phi = train_moments(source, datamodule, states, lags, max_train_batches, features, train_positions, seed)
     weights = {s: ridge_weights(g, xy, ridge) for s, (g, xy) in moments.items()}  # [K, L, D'+1, C]
     correct = {s: torch.zeros(k, len(ridge), dtype=torch.long) for s in states}
@@ -383,20 +385,16 @@ def quick_signature(
             z = torch.einsum("nd,kdc->knc", phi[s](_state(sb, s)[idx]), chosen[s]).double()
             z = scale[s].to(z.device)[:, None] * z + offset[s].to(z.device)[:, None]
             ce[i] += _nll(z, y, v).cpu()
-            cell = (ar.to(y.device)[:, None] * c + y) * c + z.argmax(-1)
-            confusion[i] += torch.bincount(cell[v], minlength=k * c * c).cpu()
+            confusion[i] += confusion_counts(z.argmax(-1).T, y.T, v.T, c).cpu()
         if sb.next_logits is not None:
-            ok = sb.mask[:, 1:] & sb.mask[:, :-1]
-            pred = sb.next_logits[:, :-1].argmax(-1)[ok]
-            forward += torch.bincount(sb.symbols[:, 1:][ok] * c + pred, minlength=c * c).cpu()
+            forward += next_symbol_counts(sb)
     if prior is None:
-        prior = torch.bincount(datamodule.ids("train").long(), minlength=c).double().numpy()
-        prior = prior / prior.sum()
+        prior = label_prior(datamodule.ids("train"), c, "symbol")
     conf = confusion.view(len(states), k, c, c).numpy()
     ce_bits = ce.numpy() / np.maximum(conf.sum((-1, -2)), 1) / math.log(2)
     info = {
         "probe": {
-            "mode": "quick",
+            "kind": "ridge",
             "states": states,
             "lags": lags,
             "features": features,

@@ -256,14 +256,31 @@ class Signature:
             None if self.block_support is None else self.block_support[:, idx],
         )
 
+    def provenance(self) -> str:
+        """Which probe produced the signature and, for a trained probe, whether every decoder
+        converged: the line every table of it should carry."""
+        probe = self.meta.get("probe", {})
+        kind = probe.get("kind") or {"quick": "ridge"}.get(probe.get("mode"), probe.get("mode"))
+        if kind == "ridge":
+            return "ridge preview (closed form, not a converged MLP signature)"
+        if kind == "count_table":
+            return "count-table decoder (exact for an n-gram model)"
+        heads = [ok for record in self.meta.get("convergence", {}).values() for ok in record["converged"]]
+        if not heads:
+            return "MLP probe (convergence not recorded: a fixed-epoch signature)"
+        stopped = len(heads) - sum(heads)
+        state = f"all {len(heads)} decoders converged" if not stopped else f"{stopped} of {len(heads)} NOT converged"
+        return f"MLP probe, {state}, {self.seeds} seed{'s' * (self.seeds > 1)}"
+
     def table(self) -> str:
-        """Marginal recall per lag (rows) and state (columns) as aligned text, with the half-width
-        of its interval (:meth:`accuracy_ci`) where the signature has block counts."""
+        """Marginal recall per lag (rows) and state (columns) as aligned text under its
+        :meth:`provenance`, with the half-width of its interval (:meth:`accuracy_ci`) where the
+        signature has block counts."""
         spread = self.block_correct is not None
         width = max(12 + 7 * spread, *(len(s) + 2 for s in self.states))
         lo, hi = self.accuracy_ci()
         head = "lag".rjust(5) + "".join(s.rjust(width) for s in self.states) + "majority".rjust(10)
-        rows = [head]
+        rows = [f"({self.provenance()})", head]
         for j, lag in enumerate(self.lags):
             cells = [
                 f"{self.accuracy[i, j]:.3f}" + (f" ±{(hi[i, j] - lo[i, j]) / 2:.3f}" if spread else "")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memsig.states import StateSource
+from memsig.states import StateBatch, StateSource
 
 
 def resolve_probe(
@@ -140,3 +140,22 @@ def target_labels(source: StateSource, target: str) -> list[str]:
     """The names of the probe's target labels: the symbols, or every bigram of them."""
     labels = source.vocab.labels
     return labels if target == "symbol" else [a + b for a in labels for b in labels]
+
+
+def next_symbol_counts(sb: StateBatch) -> Tensor:
+    """``[C·C]`` counts of (true next symbol, the model's argmax) over the real transitions of a
+    batch whose source predicts (``sb.next_logits`` ``[B, T, C]``): the model's forward confusion."""
+    if sb.next_logits is None:
+        raise ValueError("next_symbol_counts needs a source that predicts (StateBatch.next_logits)")
+    c = sb.next_logits.shape[-1]
+    ok = sb.mask[:, 1:] & sb.mask[:, :-1]
+    pred = sb.next_logits[:, :-1].argmax(-1)[ok]
+    return torch.bincount(sb.symbols[:, 1:][ok] * c + pred, minlength=c * c).cpu()
+
+
+def confusion_counts(pred: Tensor, y: Tensor, valid: Tensor, num_classes: int) -> Tensor:
+    """``[K·C·C]`` counts of (lag, true label, predicted label) over the valid entries of
+    ``pred, y, valid`` ``[N, K]`` (the signature's confusion matrices, flattened)."""
+    lag = torch.arange(y.shape[1], device=y.device)
+    c = num_classes
+    return torch.bincount(((lag * c + y) * c + pred)[valid], minlength=y.shape[1] * c * c)

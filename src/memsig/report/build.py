@@ -128,7 +128,7 @@ def _summary_rows(sig: Signature, run: RunResults) -> list[dict[str, Any]]:
         "checkpoint": meta.get("checkpoint"),
         "checkpoint sha256": f"{sha} ({checkpoint_status(sig, run.run_dir)})" if sha else None,
         "train run": str(run.train_dir) if run.train_dir else "not found (perplexities unknown)",
-        "probe": "quick (closed-form ridge on random features)" if probe.get("mode") == "quick" else "MLP decoders",
+        "probe": sig.provenance(),
         "states": ", ".join(sig.real_states),
         "controls": ", ".join(s for s in sig.states if s not in sig.real_states) or "none",
         "lags": _value(list(sig.lags)),

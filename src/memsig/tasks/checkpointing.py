@@ -52,3 +52,20 @@ class AtomicCheckpoints(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+class CheckpointEveryCheck(L.Callback):
+    """Write ``<dirpath>/last.ckpt`` after every validation run, once the module has recorded it.
+
+    A probe's dev check decides its heads' stopping (``MultiHeadProbe.on_validation_epoch_end``),
+    so its checkpoint belongs after the check: resumed from it, a killed probe continues exactly.
+    (Lightning's ``ModelCheckpoint`` with ``save_top_k: 0`` writes ``last.ckpt`` only at the end of
+    training, and with ``every_n_train_steps`` before the check of that step.)
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(os.path.join(self.dirpath, "last.ckpt"))

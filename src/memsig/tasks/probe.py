@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from memsig.data.io import sha256_of
 from memsig.data.text import TextDataModule
 from memsig.models.checkpoint import CheckpointError, load_model
-from memsig.probe.multihead import fit_probe, unconverged_heads
+from memsig.probe.multihead import unconverged_heads
+from memsig.probe.probes import MLPProbe, Probe
 from memsig.probe.signature import Signature
 from memsig.report import log_report, write_report
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
@@ -175,6 +176,20 @@ def log_to_wandb(loggers: list[Any], sig_path: Path, figures: list[Path]) -> Non
         run.log_artifact(art)
 
 
+def build_probe(cfg: DictConfig, probe_cfg: DictConfig, loggers: list[Any] | None) -> Probe:
+    """The probe of ``probe_cfg`` (``_target_``: a :mod:`memsig.probe.probes` class). An MLP probe
+    trains with ``cfg.trainer`` plus, for the run's own probe, ``cfg.callbacks`` and ``loggers``
+    (None: a re-run, without loggers, callbacks or checkpoints)."""
+    probe_ = hydra.utils.instantiate(probe_cfg)
+    if isinstance(probe_, MLPProbe):
+        if loggers is None:
+            extra: dict[str, Any] = {"logger": False, "enable_checkpointing": False, "callbacks": []}
+        else:
+            extra = {"logger": loggers or False, "callbacks": instantiate_all(cfg.get("callbacks"))}
+        probe_.trainer = lambda settings: hydra.utils.instantiate(cfg.trainer, **extra, **settings)
+    return probe_
+
+
 def noise_floor(
     cfg: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path
 ) -> dict[str, list[float]]:
@@ -188,11 +203,7 @@ def noise_floor(
 
     seed = int(cfg.noise_floor_seed)
     L.seed_everything(seed, workers=True)
-    rerun_probe = hydra.utils.instantiate(cfg.probe, source=model, seed=seed)
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[], **rerun_probe.trainer_settings()
-    )
-    rerun = fit_probe(rerun_probe, datamodule, trainer)
+    rerun = build_probe(cfg, OmegaConf.merge(cfg.probe, {"seed": seed}), None).fit(model, datamodule)
     rerun.save(out / f"signature_seed{seed}.npz")
     return {s: list(bootstrap_distance(sig, rerun, s)) for s in sig.real_states}
 
@@ -212,22 +223,15 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     meta = {**source_meta(model, ckpt, cfg.data), "seed": cfg.seed}
     loggers = instantiate_all(cfg.get("logger"))
     try:
-        if cfg.probe.get("mode") == "quick":
-            from memsig.probe.quick import quick_signature
-
-            kwargs = {k: v for k, v in OmegaConf.to_container(cfg.probe, resolve=True).items() if k != "mode"}
-            sig = quick_signature(model, datamodule, meta=meta, **kwargs)
-        else:
-            probe_ = hydra.utils.instantiate(cfg.probe, source=model)
-            trainer: L.Trainer = hydra.utils.instantiate(
-                cfg.trainer,
-                callbacks=instantiate_all(cfg.get("callbacks")),
-                logger=loggers or False,
-                **probe_.trainer_settings(),
-            )
-            sig = fit_probe(probe_, datamodule, trainer, cfg.get("probe_ckpt"), meta)
-            if cfg.get("noise_floor_seed") is not None:
-                sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
+        probe_ = build_probe(cfg, cfg.probe, loggers)
+        resume = {}
+        if cfg.get("probe_ckpt"):
+            if not isinstance(probe_, MLPProbe):
+                raise ValueError("probe_ckpt resumes a trained (MLP) probe; the ridge preview has nothing to resume")
+            resume = {"ckpt_path": str(cfg.probe_ckpt)}
+        sig = probe_.fit(model, datamodule, meta=meta, **resume)
+        if cfg.get("noise_floor_seed") is not None:
+            sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
         sig_path = sig.save(out / "signature.npz")
         figures = write_figures(sig, out / "figures", list(cfg.plot_formats), list(cfg.get("confusion_lags") or []))
         correlation = None
@@ -264,8 +268,14 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             warn = (
                 f"\nWARNING: {len(unconverged)} heads did not converge: {', '.join(unconverged)}" if unconverged else ""
             )
+            cache = sig.meta.get("state_cache")
+            cached = (
+                f"\nstate cache: {cache['bytes'] / 2**30:.2f} GiB in {Path(cache['folders'][0]).parent}"
+                if cache
+                else ""
+            )
             print(
-                f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}{warn}\n"
+                f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}{warn}{cached}\n"
                 f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nreport:     {report}\n"
                 f"wall time:  {result['wall_time_s']} s",
                 flush=True,

@@ -24,9 +24,9 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from memsig.api import probe as probe_api
 from memsig.data.io import sha256_of
 from memsig.models.checkpoint import load_model
+from memsig.probe.probes import PROBES
 from memsig.tasks.probe import source_meta, without_augmentation, write_figures
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,22 @@ def evaluate_elsewhere(
 
 
 def probe_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """Signature name -> probe options (``main`` from ``signature.probe``, then each variant)."""
+    """Signature name -> probe config (``main`` from ``signature.probe``, then each variant).
+
+    A variant's options apply to whichever probe the preset builds; options that only one kind
+    of probe has go under its kind (``mlp:`` / ``ridge:``, :data:`~memsig.probe.probes.PROBES`),
+    e.g. deeper decoders: ``{mlp: {hidden_layers: 2}, ridge: {features: 1024}}``."""
     base = cfg.signature.probe
     if base is None:
         return {}
     base = OmegaConf.create(OmegaConf.to_container(base, resolve=True))  # not in struct mode: variants may add keys
-    variants = cfg.signature.get("variants") or {}
-    return {
-        name: OmegaConf.to_container(OmegaConf.merge(base, extra), resolve=True)  # type: ignore[misc]
-        for name, extra in {"main": {}, **variants}.items()
-    }
+    kind = hydra.utils.get_class(base._target_).kind
+    settings = {}
+    for name, extra in {"main": {}, **(cfg.signature.get("variants") or {})}.items():
+        extra = OmegaConf.to_container(OmegaConf.create(extra), resolve=True)
+        scoped = {k: extra.pop(k) for k in list(extra) if k in PROBES}
+        settings[name] = OmegaConf.to_container(OmegaConf.merge(base, extra, scoped.get(kind, {})), resolve=True)
+    return settings
 
 
 def _probed(cfg: DictConfig, ckpt: str | Path, datamodule: Any) -> tuple[Any, Any]:
@@ -75,10 +81,9 @@ def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Pa
     meta = source_meta(model, ckpt, cfg.signature.data or cfg.data)
     written = {}
     for name, options in settings.items():
-        options.pop("_target_", None)
-        quick = options.pop("mode", None) == "quick"
-        log.info("signature %r (%s probe)", name, "quick" if quick else "MLP")
-        sig = probe_api(model, datamodule, quick=quick, progress=False, **options)
+        probe = hydra.utils.instantiate(options)
+        log.info("signature %r (%s probe)", name, probe.kind)
+        sig = probe.fit(model, datamodule, progress=False)
         sig.meta.update({**meta, "signature": name})
         path = sig.save(out / "signatures" / f"{name}.npz")
         write_figures(sig, out / "signatures" / name, list(cfg.signature.plot_formats))
@@ -101,15 +106,11 @@ def write_bases(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Path, m
     if not isinstance(model, FactorizedCharLM):
         raise ValueError(f"signature.bases needs a factorized LM (model=factorized_lstm), not a {type(model).__name__}")
     bases = OmegaConf.to_container(cfg.signature.bases, resolve=True)
-    options = probe_settings(cfg)["main"]
-    quick = options.pop("mode", None) == "quick"
-    options.pop("_target_", None)
+    probe_ = hydra.utils.instantiate(probe_settings(cfg)["main"])
     meta = {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_of(ckpt), "split": "test"}
 
     def probe(source: Any) -> Any:
-        sig = probe_api(source, datamodule, quick=quick, progress=False, **options)
-        sig.meta.update(meta)
-        return sig
+        return probe_.fit(source, datamodule, meta=meta, progress=False)
 
     return write_basis_signatures(
         model,
