@@ -68,4 +68,4 @@ class CheckpointEveryCheck(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            trainer.save_checkpoint(os.path.join(self.dirpath, "last.ckpt"))
+            trainer.save_checkpoint(os.path.join(self.dirpath, "last.ckpt"), weights_only=False)  # all of it, quietly
