@@ -36,8 +36,14 @@ lock:
 
 QUICK  := outputs/quickstart
 
-run: setup
+run: setup $(QUICK)/probe/probe.json
+	@echo "quick start done: $(QUICK)/probe/report.html (delete $(QUICK) to run it again)"
+
+# Each step's last file marks it done: a second make run redoes nothing, an interrupted step resumes
+$(QUICK)/train/metrics.json:
 	$(PY) train.py hydra.run.dir=$(QUICK)/train $(ARGS)
+
+$(QUICK)/probe/probe.json: $(QUICK)/train/metrics.json
 	$(PY) probe.py ckpt=$(QUICK)/train gradients=default hydra.run.dir=$(QUICK)/probe
 
 lint: setup

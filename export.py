@@ -7,10 +7,12 @@ import hydra
 from omegaconf import DictConfig
 
 import memsig  # noqa: F401  (registers the config resolvers)
-from memsig.export.task import export
+from memsig.tasks.export import export
+from memsig.tasks.rundir import clean_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@clean_errors
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

@@ -8,9 +8,11 @@ from omegaconf import DictConfig
 
 import memsig  # noqa: F401  (registers the config resolvers)
 from memsig.tasks.probe import probe
+from memsig.tasks.rundir import clean_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="probe")
+@clean_errors
 def main(cfg: DictConfig) -> None:
     probe(cfg)
 

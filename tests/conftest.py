@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 import memsig
 from memsig.data.corpora import Corpus, Splits
@@ -84,6 +86,18 @@ def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "trai
     return cfg
 
 
+def quiet_trainer(**settings: Any) -> L.Trainer:
+    """A CPU trainer for a test: no logger, checkpoints, progress bar or model summary."""
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **settings,
+    )
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """Small tensors: a second intra-op thread only adds contention on a busy machine."""
@@ -107,10 +121,7 @@ def trained_lm(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> d
     from memsig.tasks.train import train
 
     out = tmp_path_factory.mktemp("trained_lm")
-    cfg = compose_cfg(TINY_RUN, out)
-    (out / ".hydra").mkdir()
-    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # as a Hydra run leaves it
-    result = train(cfg)
+    result = train(cfg := compose_cfg(TINY_RUN, out))
     return {"result": result, "cfg": cfg, "dir": out}
 
 
@@ -125,4 +136,4 @@ def espeak_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
 
 
-__all__ = ["compose_cfg", "memsig", "require_system"]
+__all__ = ["compose_cfg", "memsig", "quiet_trainer", "require_system"]

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
+from omegaconf import OmegaConf
 
 from memsig.analysis.state_gradients import GradientMemory
 from memsig.probe.signature import Signature
 from memsig.tasks.compare import compare
 from memsig.tasks.probe import probe
+from memsig.tasks.rundir import RunDirError
 
 from conftest import compose_cfg
 
@@ -124,3 +126,26 @@ def test_missing_data_config_is_named(tmp_path):
     cfg = compose_cfg([f"ckpt={ckpt}", *SMALL], tmp_path, config_name="probe")
     with pytest.raises(Exception, match="cannot be read|no run config"):
         probe(cfg)
+
+
+def test_a_second_probe_into_a_finished_probe_dir_is_refused(probe_run):
+    before = {p: p.stat().st_mtime_ns for p in probe_run["dir"].rglob("*") if p.is_file()}
+    with pytest.raises(RunDirError, match="holds a finished run \\(probe.json\\)"):
+        probe(compose_cfg([f"ckpt={probe_run['cfg'].ckpt}", *SMALL], probe_run["dir"], config_name="probe"))
+    assert {p: p.stat().st_mtime_ns for p in probe_run["dir"].rglob("*") if p.is_file()} == before
+
+
+def test_the_run_data_is_changed_by_key_and_the_vocab_is_the_checkpoints(trained_lm, tmp_path):
+    short = compose_cfg(
+        [f"ckpt={trained_lm['dir']}", *SMALL, "probe.max_steps=20", "data.max_chars=60000"],
+        tmp_path / "short",
+        config_name="probe",
+    )
+    sig = Signature.load(probe(short)["signature"])
+    run_data = OmegaConf.to_container(trained_lm["cfg"].data, resolve=True)
+    assert sig.meta["data"] == {**run_data, "max_chars": 60000} and run_data["max_chars"] != 60000
+    vocab = compose_cfg(
+        [f"ckpt={trained_lm['dir']}", *SMALL, "+vocab.extra_symbols=xy"], tmp_path / "vocab", config_name="probe"
+    )
+    with pytest.raises(ValueError, match="the symbol set comes from the checkpoint"):
+        probe(vocab)

@@ -228,10 +228,13 @@ def test_sigkilled_run_resumes_mid_epoch_bit_exactly(uninterrupted: Path, tmp_pa
 
 
 def test_run_resumed_at_an_epoch_end_matches_too(uninterrupted: Path, tmp_path: Path):
-    run_dir = tmp_path / "run"
-    _run(run_dir, "trainer.max_epochs=1")
-    assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == WINDOWS
-    _run(run_dir)  # the same run dir with 2 epochs: goes on with epoch 1
+    """Killed just after the epoch-end checkpoint (last.ckpt only at epoch ends here), the same
+    command goes on with epoch 1 and ends as the run that never stopped."""
+    run_dir, at_epoch_ends = tmp_path / "run", "callbacks.last_checkpoint.every_n_train_steps=null"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    _kill_when(_train_cmd(run_dir, at_epoch_ends), lambda: last.is_file() and _load(last)["global_step"] >= WINDOWS)
+    assert _load(last)["global_step"] == WINDOWS
+    _run(run_dir, at_epoch_ends)
     assert min(_steps(run_dir, 1)) > WINDOWS
     _assert_same_run(uninterrupted, run_dir)
 
@@ -254,8 +257,9 @@ def _probe_cmd(ckpt: str, run_dir: Path, *extra: str) -> list[str]:
 
 
 def test_sigkilled_probe_resumes_to_the_uninterrupted_signature(trained_lm: dict, tmp_path: Path):
-    """probe.py killed with SIGKILL after its second dev check, then run with probe_ckpt=<its
-    last.ckpt>, ends with the signature of a probe that was never stopped."""
+    """probe.py killed with SIGKILL after its second dev check, then run again with the same
+    command (the run-dir policy resumes it from its last.ckpt), ends with the signature of a probe
+    that was never stopped."""
     ckpt, cache = trained_lm["dir"], f"paths.cache_dir={tmp_path / 'cache'}"
     whole = subprocess.run(_probe_cmd(ckpt, tmp_path / "whole", cache), capture_output=True, text=True, env=_env())
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -264,11 +268,9 @@ def test_sigkilled_probe_resumes_to_the_uninterrupted_signature(trained_lm: dict
     _kill_when(_probe_cmd(ckpt, killed_dir, cache), lambda: last.is_file() and _load(last)["global_step"] >= 40, 300)
     killed_at = _load(last)["global_step"]
     assert 40 <= killed_at < 160 and not (killed_dir / "signature.npz").exists()
-    resumed_dir = tmp_path / "resumed"
-    resumed = subprocess.run(
-        _probe_cmd(ckpt, resumed_dir, cache, f"probe_ckpt={last}"), capture_output=True, text=True, env=_env()
-    )
+    resumed = subprocess.run(_probe_cmd(ckpt, killed_dir, cache), capture_output=True, text=True, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = (Signature.load(d / "signature.npz") for d in (tmp_path / "whole", resumed_dir))
+    assert f"resuming the probe from {last}" in resumed.stderr + resumed.stdout
+    a, b = (Signature.load(d / "signature.npz") for d in (tmp_path / "whole", killed_dir))
     assert a.meta["convergence"] == b.meta["convergence"]  # every head: the same steps, best dev loss, state
     np.testing.assert_array_equal(a.confusion, b.confusion)

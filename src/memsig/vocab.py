@@ -94,6 +94,7 @@ class Vocab:
             self._table.update({ord(d): digit_symbol for d in "0123456789"})
         self._index = {c: i for i, c in enumerate(alphabet)}
         self._allowed = frozenset(alphabet)
+        self._outside = re.compile(f"[^{re.escape(alphabet)}]")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocab) and self.to_dict() == other.to_dict()
@@ -122,14 +123,21 @@ class Vocab:
     # --------------------------------------------------------------- normalising
     def normalize(self, text: str) -> str:
         """Map raw text of one segment onto the symbol set (see module docstring)."""
-        if self.lowercase:
-            text = text.lower()
-        text = text.translate(self._table)
+        text = self._fold(text)
         allowed = self._allowed
         if any(c not in allowed for c in text):
             repl = {"drop": "", "space": " ", "unk": self.unk_symbol}[self.oov]
             text = "".join(c if c in allowed else repl for c in text)
         return _SPACES.sub(" ", text).strip()
+
+    def outside(self, text: str) -> list[str]:
+        """The characters of raw ``text`` that normalisation hands to ``oov``: those outside the
+        symbol set after case folding, digits and ``char_map``, in order."""
+        return self._outside.findall(self._fold(text))
+
+    def _fold(self, text: str) -> str:
+        """Normalisation steps 1-3: case folding, digits, ``char_map``."""
+        return (text.lower() if self.lowercase else text).translate(self._table)
 
     def encode(self, text: str) -> torch.Tensor:
         """Ids of already normalised text. Returns ``[len(text)]`` uint8/long tensor."""

@@ -53,7 +53,7 @@ def test_errors() -> None:
     other = toy([[0.8, 0.6], [0.5, 0.5]], [[100, 100], [100, 100]], symbols=("x", "z"))
     with pytest.raises(ValueError, match=r"different symbol sets.*\['y'\].*\['z'\]"):
         signature_distance(A, other, "s")
-    with pytest.raises(ValueError, match="share no cell"):
+    with pytest.raises(ValueError, match=r"share no \(lag, symbol\) cell.*lags \[1, 2\].*\[7\].*probe.lags"):
         signature_distance(A, toy([[0.5, 0.5]], [[100, 100]], lags=(7,)), "s")
     with pytest.raises(ValueError, match="enough support"):
         signature_distance(A, toy([[0.5, 0.5]], [[5, 5]], lags=(1,)), "s")

@@ -53,6 +53,22 @@ def test_bad_corpus_files_name_the_file(tmp_path: Path, content, match):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("content", "match", "iconv"),
+    [
+        (bytes(range(256)) * 8, r"looks binary, not text \(NUL bytes near its start: b'\\x00\\x01", None),
+        ("Ünïcödé text\n".encode("utf-16"), "is UTF-16 text, not UTF-8", "iconv -f utf-16 -t utf-8"),
+        ("café crème\n".encode("latin1"), "is not valid UTF-8", "iconv -f latin1 -t utf-8"),
+    ],
+)
+def test_a_file_that_is_not_utf8_text_gets_the_right_advice(tmp_path: Path, content: bytes, match, iconv):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=match) as err:
+        TextCorpus(str(path)).load()
+    assert (iconv in str(err.value)) if iconv else ("iconv" not in str(err.value))
+
+
 def test_empty_folder_is_an_error(tmp_path: Path):
     with pytest.raises(CorpusError, match="no files matching"):
         TextCorpus(str(tmp_path)).load()
@@ -91,3 +107,13 @@ def test_shakespeare_complete_works():
     total = len(s.train) + len(s.dev) + len(s.test)
     assert total > 100_000
     assert 0.04 < len(s.dev) / total < 0.06 and 0.04 < len(s.test) / total < 0.06
+
+
+@pytest.mark.parametrize("method", ["tail", "blocks"])
+def test_few_long_segments_are_split_by_characters(method: str):
+    segs = [f"{chr(97 + i)}" * 5000 for i in range(8)]  # 8 blocks' worth of text in one block of lines
+    s = split_segments(segs, dev=0.05, test=0.1, method=method)
+    assert [sum(map(len, x)) for x in (s.train, s.dev, s.test)] == [34000, 2000, 4000]
+    if method == "tail":
+        assert "".join(s.train + s.dev + s.test) == "".join(segs)
+    assert s == split_segments(segs, dev=0.05, test=0.1, method=method)

@@ -1,12 +1,19 @@
+import logging
 import math
+import re
+from pathlib import Path
 
+import hydra
+import numpy as np
 import pytest
 import torch
 
 from memsig.data.corpora import Corpus, Splits, TextCorpus
 from memsig.data.io import CorpusError
-from memsig.data.text import SegmentBatches, StreamBatches, TextDataModule, unigram_entropy
+from memsig.data.text import SPLITS, SegmentBatches, StreamBatches, TextDataModule, unigram_entropy
 from memsig.vocab import Vocab
+
+from conftest import compose_cfg
 
 
 class ListCorpus(Corpus):
@@ -89,3 +96,80 @@ def test_empty_split_after_normalisation_is_an_error():
 def test_unigram_entropy():
     assert unigram_entropy(torch.tensor([0, 1, 2, 3]), 31) == pytest.approx(math.log(4))
     assert unigram_entropy(torch.zeros(10, dtype=torch.long), 31) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "match"),
+    [
+        ("batch_size", 0, "data.batch_size must be a positive integer; got 0"),
+        ("batch_size", -4, "data.batch_size must be a positive integer; got -4"),
+        ("seq_len", 0, "data.seq_len must be a positive integer; got 0"),
+        ("eval_batch_size", 0, "data.eval_batch_size must be a positive integer or null; got 0"),
+        ("max_chars", 0, "data.max_chars must be a positive integer or null; got 0"),
+    ],
+)
+def test_sizes_must_be_positive(setting: str, value: int, match: str):
+    with pytest.raises(ValueError, match=match):
+        TextDataModule(ListCorpus(["some text"]), Vocab(), **{setting: value})
+
+
+def text_file(path: Path, lines: int, length: int) -> Path:
+    """``lines`` lines of ``length`` random lowercase letters and spaces."""
+    chars = np.array(list("abcdefghijklmnopqrstuvwxyz     "))
+    rows = np.random.default_rng(0).choice(chars, (lines, length))
+    path.write_text("\n".join("".join(row).strip() for row in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def data_config(tmp_path: Path, *overrides: str) -> TextDataModule:
+    """The datamodule of ``data=text`` with ``overrides``, as train.py builds it."""
+    cfg = compose_cfg(["data=text", *overrides], tmp_path / "run")
+    return hydra.utils.instantiate(cfg.data, vocab=hydra.utils.instantiate(cfg.vocab))
+
+
+@pytest.mark.parametrize(("lines", "length"), [(500, 2180), (12, 60)])  # a 1.09 MB file of long lines; a short one
+def test_a_file_of_few_or_long_lines_gives_every_split_its_share(tmp_path: Path, lines: int, length: int):
+    path = text_file(tmp_path / "corpus.txt", lines, length)
+
+    def symbols(*overrides: str) -> dict[str, int]:
+        dm = data_config(tmp_path, f"data.corpus.path={path}", *overrides)
+        dm.setup()
+        return {s: len(dm.ids(s)) for s in SPLITS}
+
+    sizes = symbols()
+    total = sum(sizes.values())
+    assert total > 0.95 * lines * length
+    for split, share in (("train", 0.9), ("dev", 0.05), ("test", 0.05)):
+        assert sizes[split] / total == pytest.approx(share, rel=0.2), (split, sizes)
+    assert symbols() == sizes  # deterministic
+    assert symbols("data.corpus.method=tail") != sizes  # dev and test at the end instead of scattered blocks
+
+
+def test_an_empty_split_names_the_split_not_the_vocab(tmp_path: Path):
+    path = text_file(tmp_path / "corpus.txt", 500, 80)
+    dm = data_config(tmp_path, f"data.corpus.path={path}", "data.corpus.dev=0")
+    with pytest.raises(
+        CorpusError,
+        match=r"^the dev split of corpus 'corpus' is empty: .* train/dev/test \d+/0/\d+ segments, \d+/0/\d+ char",
+    ) as err:
+        dm.setup()
+    assert "data.corpus.dev" in str(err.value) and "vocab" not in str(err.value)
+
+
+def test_text_mostly_outside_the_symbol_set_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    mixed = ["我们今天去公园散步然后吃饭" * 19 + " and some tea"] * 100  # 95% of the characters are Chinese
+    dm = TextDataModule(ListCorpus(mixed, mixed[:10], mixed[:10]), Vocab(), batch_size=2)
+    with caplog.at_level(logging.INFO, logger="memsig.data.text"):
+        dm.setup()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert re.search(r"of \d+ characters \(95\.0%\) are outside the symbol set and dropped", warnings[0])
+    assert "vocab.extra_symbols" in warnings[0] and "'我' 2280" in warnings[0]
+
+
+def test_a_few_characters_outside_the_symbol_set_are_an_info_line(caplog: pytest.LogCaptureFixture):
+    dm = TextDataModule(ListCorpus(["plain text with one ü"] * 20), Vocab(), batch_size=2)
+    with caplog.at_level(logging.INFO, logger="memsig.data.text"):
+        dm.setup()
+    outside = [r for r in caplog.records if "outside the symbol set" in r.getMessage()]
+    assert [r.levelno for r in outside] == [logging.INFO] and "'ü' 20" in outside[0].getMessage()

@@ -1,11 +1,17 @@
+import re
+
 import pytest
 import torch
 from torch import nn
 
+from memsig.data.corpora import TextCorpus
+from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM, lstm_cell_states
-from memsig.models.checkpoint import CheckpointError, check_compatible, load_model
+from memsig.models.checkpoint import CheckpointError, check_compatible, load_model, load_weights
 from memsig.states import StateBatch, StateSource
 from memsig.vocab import Vocab, VocabMismatchError
+
+from conftest import quiet_trainer
 
 
 def make(cell="lstm", layers=2, **kw) -> CharLM:
@@ -88,6 +94,16 @@ def test_nan_loss_names_the_problem():
         lm.training_step(batch(torch.randint(0, 31, (2, 8))), 0)
 
 
+def test_a_run_diverging_to_a_huge_finite_loss_stops(tiny_corpus, one_thread):
+    dm = TextDataModule(TextCorpus(str(tiny_corpus)), Vocab(), batch_size=4, seq_len=32, max_chars=20000)
+    lm = make(layers=1, lr=1e30, scheduler="none")
+    trainer = quiet_trainer(max_steps=50, limit_val_batches=0)
+    with pytest.raises(
+        FloatingPointError, match=r"training loss is \S+e\+\d+ at step 1 \(diverged: above 34\.3 = 10 × log 31"
+    ):
+        trainer.fit(lm, datamodule=dm)
+
+
 def test_a_step_with_overflowing_gradients_is_skipped_and_too_many_in_a_row_raise():
     lm = make()
     opt = torch.optim.AdamW(lm.parameters(), lr=0.1)
@@ -143,3 +159,33 @@ def test_checkpoint_checks(tmp_path):
         load_model(tmp_path / "junk.ckpt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "missing.ckpt")
+
+
+def test_a_vocab_mismatch_names_the_checkpoint_once(tmp_path):
+    ckpt = _checkpoint(make())
+    other_vocab = CharLM(Vocab(oov="unk"), num_layers=2, hidden_size=24, embedding_size=8)
+    with pytest.raises(VocabMismatchError, match="^the checkpoint was made with another symbol set; oov: 'drop'"):
+        check_compatible(ckpt, other_vocab)
+    torch.save(ckpt, tmp_path / "m.ckpt")
+    with pytest.raises(VocabMismatchError, match=f"^the checkpoint {tmp_path / 'm.ckpt'} was made with another"):
+        load_weights(other_vocab, tmp_path / "m.ckpt")
+
+
+@pytest.mark.parametrize("content", [b"epoch 3, val loss 1.2\n", bytes([7, 200, 13, 0]) * 500])
+def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content: bytes):
+    path = tmp_path / "notes.ckpt"
+    path.write_bytes(content)
+    expected = f"checkpoint {path} cannot be read: it is not a PyTorch checkpoint (it starts with {content[:4]!r})"
+    with pytest.raises(CheckpointError, match="^" + re.escape(expected) + "; pass a .ckpt file from a train run$"):
+        load_model(path)
+
+
+def test_a_damaged_checkpoint_says_so_without_torchs_advice(tmp_path):
+    path = tmp_path / "cut.ckpt"
+    torch.save(_checkpoint(make()), path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(
+        CheckpointError, match=r"cannot be read \(RuntimeError: PytorchStreamReader.*\): it is damaged"
+    ) as err:
+        load_model(path)
+    assert "weights_only" not in str(err.value) and "internal miniz error" not in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from memsig.models.checkpoint import CheckpointError, check_compatible
 from memsig.models.las import LAS
@@ -11,6 +12,8 @@ from memsig.models.las.align import attention_centres, ctc_centres, frames_at
 from memsig.models.las.decode import beam_search, ctc_greedy, greedy
 from memsig.models.las.listener import stack_frames
 from memsig.vocab import Vocab
+
+from conftest import quiet_trainer
 
 VOCAB = Vocab()
 TINY = dict(
@@ -154,6 +157,17 @@ def test_a_nan_loss_names_the_fix(model: LAS) -> None:
     b["features"][0, 3, 2] = float("nan")
     with pytest.raises(FloatingPointError, match="lower model.lr"):
         model._losses(b, 0.0)
+
+
+def test_a_run_diverging_to_a_huge_finite_loss_stops() -> None:
+    torch.manual_seed(0)
+    las = LAS(VOCAB, **{**TINY, "lr": 1e8, "scheduler": "none"})
+    batches = [batch_of(["hello world", "abc"], [90, 40], seed=i) for i in range(8)]
+    trainer = quiet_trainer(max_steps=8)
+    with pytest.raises(
+        FloatingPointError, match=r"LAS attention loss is \S+ at step 1 \(diverged: above 34\.7 = 10 × log 32"
+    ):
+        trainer.fit(las, DataLoader(batches, batch_size=None))
 
 
 def test_checkpoint_of_another_architecture_is_refused(model: LAS) -> None:

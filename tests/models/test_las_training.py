@@ -15,7 +15,7 @@ from memsig.models.las import LAS
 from memsig.probe.signature import Signature
 from memsig.vocab import Vocab
 
-from conftest import compose_cfg, require_system
+from conftest import compose_cfg, quiet_trainer, require_system
 
 
 def test_tiny_las_overfits_eight_utterances(espeak_corpus: dict[str, Path], tmp_path: Path, one_thread: None) -> None:
@@ -46,15 +46,7 @@ def test_tiny_las_overfits_eight_utterances(espeak_corpus: dict[str, Path], tmp_
         warmup_steps=0,
         scheduler="none",
     )
-    trainer = L.Trainer(
-        max_steps=250,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        gradient_clip_val=5.0,
-    )
+    trainer = quiet_trainer(max_steps=250, limit_val_batches=0, gradient_clip_val=5.0)
     trainer.fit(model, datamodule=dm)
     cer = trainer.test(model, datamodule=dm, verbose=False)[0]["test/cer"]
     hyps = model.transcribe(*(dm.dataset("test")[0][k] for k in ("features", "feature_lengths")))
@@ -86,8 +78,6 @@ def las_run(espeak_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFac
         out,
     )
     cfg.data.corpus = OmegaConf.create(corpus)
-    (out / ".hydra").mkdir()
-    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
     return {"result": train(cfg), "dir": out}
 
 

@@ -13,7 +13,7 @@ from memsig.data.io import read_text
 from memsig.data.text import TextDataModule
 from memsig.models import NGramLM, load_model
 from memsig.models.checkpoint import CheckpointError
-from memsig.models.ngram import count_table_signature
+from memsig.probe.count_table import count_table_signature
 from memsig.probe.quick import quick_signature
 from memsig.states import StateSource
 from memsig.vocab import Vocab

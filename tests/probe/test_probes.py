@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 import memsig
@@ -64,3 +65,15 @@ def test_a_variant_takes_the_options_of_its_probe_kind(tmp_path):
         deep = hydra.utils.instantiate(settings["deep_decoders"])
         assert deep.options[key] == value and deep.options["states"] == ["layer3", "layer4"]
         assert OmegaConf.create(settings["main"]).get(key) != value
+
+
+def test_the_mlp_probe_depends_on_its_seed_alone(random_dm, one_thread):
+    """Whatever drew numbers from torch's global generator before, the same probe seed gives the
+    same signature (the positions' order of every pass comes from the seed)."""
+    probe = MLPProbe(lags=[1, 4], width=16, controls=[], eval_every=10, max_steps=60, batch_positions=64, seed=3)
+    signatures = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        signatures.append(probe.fit(DelayLine(VOCAB, k=2), random_dm, progress=False))
+    np.testing.assert_array_equal(signatures[0].confusion, signatures[1].confusion)
+    assert signatures[0].meta["convergence"] == signatures[1].meta["convergence"]

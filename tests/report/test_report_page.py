@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from memsig.report import ReportError, build_report, write_report
 from memsig.report.__main__ import main
 from memsig.report.figures import DIFFERENCE_CMAP, colorscale, gradient_decay, gradient_map, singular_spectra
 from memsig.report.page import figures_of
+from memsig.report.study import collect, distance_rows, named_signatures, write_static_report
 from memsig.resolvers import PROJECT_ROOT
-from memsig.tasks.report import collect, distance_rows, named_signatures
 
 from report_helpers import LAGS, STATES, SYMBOLS, write_gradients, write_probe_run, write_sweep, write_train_run
 
@@ -175,10 +176,8 @@ def test_multirun_page_has_models_side_by_side_differences_and_distances(tmp_pat
 
 
 def test_the_study_report_shares_the_collection_and_distances(tmp_path: Path) -> None:
-    from memsig.tasks.report import write_report as study_report
-
     sweep = write_sweep(tmp_path)
-    study_report(sweep, formats=("png",), n_boot=50)
+    write_static_report(sweep, formats=("png",), n_boot=50)
     table = (sweep / "report" / "distances.csv").read_text().splitlines()
     sigs = named_signatures(collect(sweep))
     (row,) = distance_rows(sigs, {n: s.real_states[0] for n, s in sigs.items()}, 50)
@@ -203,6 +202,7 @@ def test_the_study_callback_gives_its_settings_to_the_interactive_page(tmp_path:
     assert "Hidden-size study" in static and "difference_toy-64_vs_toy-32" in static
     by_command = tmp_path / "by_command.html"
     (sweep / "report.html").rename(by_command)
+    shutil.rmtree(sweep / "report")
     assert (
         main(
             [
@@ -217,10 +217,13 @@ def test_the_study_callback_gives_its_settings_to_the_interactive_page(tmp_path:
                 "toy-32",
                 "--n-boot",
                 "20",
+                "--static",
             ]
         )
         == 0
-    )  # the command line, the same settings
+    )  # the command line, the same settings, both pages
+    before_distances = "## Signature distances"  # their intervals depend on --n-boot
+    assert (sweep / "report" / "report.md").read_text().split(before_distances)[0] == static.split(before_distances)[0]
     for page in (by_command.read_text(), (sweep / "report.html").read_text()):
         assert "<title>Hidden-size study</title>" in page and "memsig study" not in page
         figures = figures_of(page)

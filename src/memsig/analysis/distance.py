@@ -1,10 +1,11 @@
 """Distance between two memory signatures, with a bootstrap interval.
 
-Definition: for one state of each signature, on the lags both share and on the same
-symbol set (matched by label), the distance is the mean absolute difference of the
-per-symbol recall (fractions in [0, 1]) over the (lag, symbol) cells supported in both,
-i.e. non-NaN in both (support >= each signature's ``min_support``). 0 = identical
-recall, 1 = one recalls every cell perfectly where the other recalls nothing.
+Definition: for one state of each signature, on the lags both share (:func:`shared_lags`; a
+caller names the ones left out) and on the same symbol set (matched by label), the distance
+is the mean absolute difference of the per-symbol recall (fractions in [0, 1]) over the
+(lag, symbol) cells supported in both, i.e. non-NaN in both (support >= each signature's
+``min_support``). 0 = identical recall, 1 = one recalls every cell perfectly where the
+other recalls nothing.
 
 The interval carries both sources of a signature's uncertainty (``Signature.recall_ci``). Where a
 signature has block counts (the MLP probe), each resample redraws its test blocks with
@@ -33,17 +34,26 @@ def _cells(sig: Signature, state: str, lags: list[int], symbols: list[str]) -> t
     return correct, support, support >= sig.min_support
 
 
+def shared_lags(a: Signature, b: Signature) -> tuple[list[int], list[int]]:
+    """The lags a distance between ``a`` and ``b`` uses (``a``'s that ``b`` has too, in ``a``'s
+    order) and those it leaves out (in only one of them, ``a``'s first)."""
+    used = [lag for lag in a.lags if lag in b.lags]
+    return used, [lag for lag in (*a.lags, *b.lags) if lag not in used]
+
+
 def _shared(a: Signature, b: Signature, lags: list[int] | None, same_symbols: bool) -> tuple[list[int], list[str]]:
     if same_symbols and set(a.symbols) != set(b.symbols):
         only_a, only_b = sorted(set(a.symbols) - set(b.symbols)), sorted(set(b.symbols) - set(a.symbols))
         raise ValueError(f"signatures have different symbol sets: only in first {only_a}, only in second {only_b}")
-    shared_lags = [lag for lag in a.lags if lag in b.lags and (lags is None or lag in lags)]
+    used = [lag for lag in shared_lags(a, b)[0] if lags is None or lag in lags]
     symbols = [s for s in a.symbols if s in b.symbols]
-    if not shared_lags or not symbols:
+    if not used or not symbols:
+        asked = "" if lags is None else f" (asked for lags {list(lags)})"
         raise ValueError(
-            f"signatures share no cell: lags {a.lags} vs {b.lags} (asked {lags}), {len(symbols)} shared symbols"
+            f"signatures share no (lag, symbol) cell: the first has lags {a.lags}, the second {b.lags}{asked}, "
+            f"{len(symbols)} shared symbols; probe both at common lags (probe.lags) to compare them"
         )
-    return shared_lags, symbols
+    return used, symbols
 
 
 def aligned_recall(
@@ -70,11 +80,13 @@ def signature_distance(
     a: Signature, b: Signature, state_a: str, state_b: str | None = None, lags: list[int] | None = None
 ) -> float:
     """Mean |recall_a − recall_b| over the cells supported in both (see module docstring)."""
-    _, _, ra, rb = aligned_recall(a, b, state_a, state_b, lags)
+    used, _, ra, rb = aligned_recall(a, b, state_a, state_b, lags)
     both = ~np.isnan(ra) & ~np.isnan(rb)
     if not both.any():
         raise ValueError(
-            f"no (lag, symbol) cell has enough support in both signatures ({state_a!r}, {state_b or state_a!r})"
+            f"no (lag, symbol) cell has enough support in both signatures ({state_a!r}, {state_b or state_a!r}) "
+            f"at their shared lags {used}: a cell needs min_support ({a.min_support}, {b.min_support}) test "
+            "positions in each; probe on more test text, or at lags both cover"
         )
     return float(np.abs(ra - rb)[both].mean())
 
@@ -132,12 +144,17 @@ def pairwise_distances(
 ) -> dict[tuple[str, str], tuple[float, float, float]]:
     """:func:`bootstrap_distance` for every pair ``(first, second)`` of ``sigs`` in dict order (first before second).
 
-    ``state`` is one state name for all signatures or one per signature name.
+    ``state`` is one state name for all signatures or one per signature name. Each pair is measured
+    on the lags both have (:func:`shared_lags`); ValueError naming the pair where they share no
+    supported cell.
     """
     states = state if isinstance(state, dict) else {name: state for name in sigs}
     names = list(sigs)
-    return {
-        (x, y): bootstrap_distance(sigs[x], sigs[y], states[x], states[y], n, seed, level)
-        for i, x in enumerate(names)
-        for y in names[i + 1 :]
-    }
+    out = {}
+    for i, x in enumerate(names):
+        for y in names[i + 1 :]:
+            try:
+                out[x, y] = bootstrap_distance(sigs[x], sigs[y], states[x], states[y], n, seed, level)
+            except ValueError as err:
+                raise ValueError(f"{x} vs {y}: {err}") from None
+    return out

@@ -14,6 +14,7 @@ Every corpus here is deterministic: the same files and settings give the same sp
 
 from __future__ import annotations
 
+import logging
 import re
 import tarfile
 from abc import ABC, abstractmethod
@@ -24,6 +25,11 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from memsig.data.io import CorpusError, ensure_file, read_text
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "dev", "test")
+SHARE_TOLERANCE = 0.5  # relative; a segment split further from the shares is redone by characters
+CHAR_BLOCKS = 100  # blocks of the ``blocks`` method when it splits by characters
 
 
 @dataclass(frozen=True)
@@ -70,25 +76,79 @@ def split_segments(
     ``block`` segments are assigned to the splits by a seeded shuffle, so each split
     samples the whole corpus while text stays continuous inside a block. Order within
     each split is the corpus order.
+
+    Segments are the unit while they are many and short enough for every split to get its
+    share of the characters to within ``SHARE_TOLERANCE`` (relative). Otherwise (a few lines,
+    or a few hundred long ones) the text is split by characters: ``tail`` cuts it at the
+    shares, ``blocks`` shuffles ``CHAR_BLOCKS`` runs of equally many characters; a segment
+    that spans a cut is divided there.
     """
     if not 0 <= dev < 1 or not 0 <= test < 1 or dev + test >= 1:
         raise ValueError(f"dev ({dev}) and test ({test}) shares must be in [0, 1) and sum below 1")
+    if method not in ("tail", "blocks"):
+        raise ValueError(f"unknown split method {method!r}; expected tail or blocks")
+    shares = (1 - dev - test, dev, test)
     n = len(segments)
     if method == "tail":
         n_dev, n_test = round(n * dev), round(n * test)
         n_train = n - n_dev - n_test
-        return Splits(segments[:n_train], segments[n_train : n_train + n_dev], segments[n_train + n_dev :])
-    if method != "blocks":
-        raise ValueError(f"unknown split method {method!r}; expected tail or blocks")
-    n_blocks = -(-n // block)
+        splits = Splits(segments[:n_train], segments[n_train : n_train + n_dev], segments[n_train + n_dev :])
+    else:
+        which = _assign_blocks(-(-n // block), dev, test, seed)
+        out: list[list[str]] = [[], [], []]
+        for b, split in enumerate(which):
+            out[split].extend(segments[b * block : (b + 1) * block])
+        splits = Splits(*out)
+    chars = [sum(map(len, splits[s])) for s in SPLITS]
+    total = sum(chars)
+    if all(abs(c - share * total) <= SHARE_TOLERANCE * share * total for c, share in zip(chars, shares)):
+        return splits
+    log.info(
+        "%d segments give train/dev/test %s of the characters, not %s: splitting by characters",
+        n,
+        "/".join(f"{c / total:.3f}" for c in chars),
+        "/".join(f"{share:.3f}" for share in shares),
+    )
+    if method == "tail":
+        cuts = [0, round(total * shares[0]), round(total * (shares[0] + dev)), total]
+        return _cut(segments, cuts, [0, 1, 2])
+    cuts = [round(total * i / CHAR_BLOCKS) for i in range(CHAR_BLOCKS + 1)]
+    return _cut(segments, cuts, _assign_blocks(CHAR_BLOCKS, dev, test, seed).tolist())
+
+
+def _assign_blocks(n_blocks: int, dev: float, test: float, seed: int) -> np.ndarray:
+    """``[n_blocks]`` the split of each block (0 train, 1 dev, 2 test) by a seeded shuffle."""
     order = np.random.default_rng(seed).permutation(n_blocks)
     n_dev, n_test = round(n_blocks * dev), round(n_blocks * test)
-    which = np.zeros(n_blocks, dtype=np.int8)  # 0 train, 1 dev, 2 test
+    which = np.zeros(n_blocks, dtype=np.int8)
     which[order[:n_dev]] = 1
     which[order[n_dev : n_dev + n_test]] = 2
+    return which
+
+
+def _cut(segments: list[str], cuts: list[int], owners: list[int]) -> Splits:
+    """The segments split by character: characters ``cuts[k]`` to ``cuts[k + 1]`` of their
+    concatenation go to split ``owners[k]`` (0 train, 1 dev, 2 test). A segment is divided
+    where its characters change split; the pieces are stripped, and empty ones dropped."""
+    runs: list[tuple[int, int]] = []  # (end, owner), adjacent runs of one owner merged
+    for end, owner in zip(cuts[1:], owners):
+        if runs and runs[-1][1] == owner:
+            runs[-1] = (end, owner)
+        elif end > (runs[-1][0] if runs else 0):
+            runs.append((end, owner))
     out: list[list[str]] = [[], [], []]
-    for b in range(n_blocks):
-        out[which[b]].extend(segments[b * block : (b + 1) * block])
+    r, offset = 0, 0  # the current run; characters before the current segment
+    for seg in segments:
+        start = 0
+        while start < len(seg):
+            end, owner = runs[r]
+            stop = min(len(seg), end - offset)
+            if piece := seg[start:stop].strip():
+                out[owner].append(piece)
+            start = stop
+            if offset + stop == end and r + 1 < len(runs):
+                r += 1
+        offset += len(seg)
     return Splits(*out)
 
 

@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+BINARY_SNIFF = 8192  # bytes read for NULs, which text (other than UTF-16) never has
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class CorpusError(ValueError):
@@ -42,11 +44,22 @@ def read_text(path: str | Path, what: str = "corpus file") -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        converted = path.with_suffix(".utf8" + path.suffix)
+        if raw.startswith(UTF16_BOMS):
+            raise CorpusError(
+                f"{what} {path} is UTF-16 text, not UTF-8. Convert it first, e.g. "
+                f"`iconv -f utf-16 -t utf-8 {path} > {converted}`."
+            ) from None
+        if b"\0" in raw[:BINARY_SNIFF]:
+            raise CorpusError(
+                f"{what} {path} looks binary, not text (NUL bytes near its start: {raw[:16]!r}). "
+                "Use a plain-text file instead (data=text: data.corpus.path=...)."
+            ) from None
         line = raw[: err.start].count(b"\n") + 1
         raise CorpusError(
             f"{what} {path} is not valid UTF-8 (byte {err.start}, line {line}: "
             f"{raw[max(0, err.start - 10) : err.start + 10]!r}). Convert it first, e.g. "
-            f"`iconv -f latin1 -t utf-8 {path} > {path.with_suffix('.utf8' + path.suffix)}`."
+            f"`iconv -f latin1 -t utf-8 {path} > {converted}`."
         ) from None
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from typing import Any, Literal
 
 import lightning as L
@@ -49,6 +50,7 @@ from memsig.vocab import Vocab
 log = logging.getLogger(__name__)
 Regime = Literal["stream", "segment"]
 SPLITS = ("train", "dev", "test")
+OUTSIDE_WARN = 0.05  # share of a corpus's characters outside the symbol set above which setup warns
 
 
 class StreamBatches(Dataset):
@@ -192,12 +194,15 @@ class ResumableLoader(DataLoader):
 
     Args:
         dataset: a map-style dataset whose items are batches.
-        shuffle: a new random order for every pass (from torch's global generator).
+        shuffle: a new random order for every pass: from torch's global generator, or with
+            ``seed`` from a generator seeded by (``seed``, epoch), whatever else draws numbers.
+        seed: see ``shuffle``.
         kwargs: passed to :class:`~torch.utils.data.DataLoader` (not batch_size/sampler).
     """
 
-    def __init__(self, dataset: Dataset, shuffle: bool = False, **kwargs: Any) -> None:
+    def __init__(self, dataset: Dataset, shuffle: bool = False, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=None, sampler=_PassOrder(len(dataset), shuffle), **kwargs)  # type: ignore[arg-type]
+        self.seed = seed
         self._position = 0  # batches of the current pass handed out
         self._resume: dict[str, Any] | None = None
 
@@ -215,7 +220,9 @@ class ResumableLoader(DataLoader):
         else:
             if resume is not None:
                 _set_rng_state(resume["rng"])  # as it was when the epoch before ended
-            order.order = torch.randperm(order.n).tolist() if order.shuffle else None
+            order.order = (
+                torch.randperm(order.n, generator=self._generator(order.epoch)).tolist() if order.shuffle else None
+            )
             order.start = 0
         self._position = order.start
         batches = super().__iter__()
@@ -224,6 +231,10 @@ class ResumableLoader(DataLoader):
         for batch in batches:
             self._position += 1
             yield batch
+
+    def _generator(self, epoch: int) -> torch.Generator | None:
+        """The shuffle's generator for ``epoch``: None (torch's global one) without a seed."""
+        return None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
 
     def state_dict(self) -> dict[str, Any]:
         order: _PassOrder = self.sampler  # type: ignore[assignment]
@@ -273,6 +284,12 @@ class TextDataModule(L.LightningDataModule):
         lambdas: InputStatistics | None = None,
     ) -> None:
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if not _positive_int(value):
+                raise ValueError(f"data.{name} must be a positive integer; got {value!r}")
+        for name, value in (("eval_batch_size", eval_batch_size), ("max_chars", max_chars)):
+            if value is not None and not _positive_int(value):
+                raise ValueError(f"data.{name} must be a positive integer or null; got {value!r}")
         if regime not in ("stream", "segment"):
             raise ValueError(f"data.regime must be stream or segment; got {regime!r}")
         if lambdas is not None and lambdas.scope != "domain" and regime != "segment":
@@ -303,6 +320,16 @@ class TextDataModule(L.LightningDataModule):
         if self.segments is not None:
             return
         splits: Splits = self.corpus.load()
+        for split in SPLITS:
+            if not splits[split]:
+                raise CorpusError(
+                    f"the {split} split of corpus {self.corpus.name!r} is empty: the corpus gives train/dev/test "
+                    f"{'/'.join(str(len(splits[s])) for s in SPLITS)} segments, "
+                    f"{'/'.join(str(sum(map(len, splits[s]))) for s in SPLITS)} characters. Give the {split} split "
+                    "a share of the text (data=text: data.corpus.dev and data.corpus.test) or use a corpus with "
+                    "more text."
+                )
+        self._report_outside(splits)
         segments = {}
         for split in SPLITS:
             normed = [s for s in (self.vocab.normalize(x) for x in splits[split]) if s]
@@ -323,6 +350,32 @@ class TextDataModule(L.LightningDataModule):
             "/".join(str(len(segments[s])) for s in SPLITS),
             "/".join(str(sum(map(len, segments[s]))) for s in SPLITS),
         )
+
+    def _report_outside(self, splits: Splits) -> None:
+        """Log the characters the vocab leaves out (``vocab.oov``): a warning when they are more
+        than ``OUTSIDE_WARN`` of the text, else an info line."""
+        outside: Counter[str] = Counter()
+        total = 0
+        for split in SPLITS:
+            text = "".join(splits[split])
+            outside.update(self.vocab.outside(text))
+            total += len(text)
+        n = sum(outside.values())
+        if not n:
+            return
+        fate = {"drop": "dropped", "space": "turned into spaces", "unk": f"turned into {self.vocab.unk_symbol!r}"}
+        message = (
+            f"corpus {self.corpus.name!r}: {n} of {total} characters ({n / total:.1%}) are outside the symbol "
+            f"set and {fate[self.vocab.oov]} (vocab.oov={self.vocab.oov}); most common: "
+            + ", ".join(f"{c!r} {k}" for c, k in outside.most_common(10))
+        )
+        if n > OUTSIDE_WARN * total:
+            log.warning(
+                "%s. Keep them as symbols with vocab.extra_symbols, or use a vocab whose symbols cover this text",
+                message,
+            )
+        else:
+            log.info(message)
 
     def _subset(self, segments: list[str]) -> list[str]:
         n = max(1, round(len(segments) * self.fraction))
@@ -404,6 +457,10 @@ class TextDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         fitting = self.trainer is None or self.trainer.state.fn == "fit"
         self._train_resume = state_dict.get("train_loader") if fitting else None
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _first_chars(segments: list[str], max_chars: int) -> list[str]:

@@ -7,6 +7,7 @@ checks the class, the architecture and the symbol set before any weight is touch
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import lightning as L
 import torch
 
 from memsig.vocab import Vocab
+
+TORCH_FILE_STARTS = (b"PK", b"\x80")  # torch.save's zip archive; its legacy format, a pickle
 
 
 class CheckpointError(ValueError):
@@ -24,28 +27,49 @@ def _read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file from a train run")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(TORCH_FILE_STARTS):
+        what = "it is empty" if not head else f"it starts with {head!r}"
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: it is not a PyTorch checkpoint ({what}); pass a .ckpt file from a "
+            "train run"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); is it a .ckpt file?"
+            f"checkpoint {path} cannot be read ({_reason(err)}): it is damaged (e.g. cut short by an "
+            "interrupted copy) or holds more than weights; pass a .ckpt file from a train run"
         ) from None
+
+
+def _reason(err: Exception) -> str:
+    """The gist of ``torch.load``'s error: its first sentence, or the unpickler's own complaint
+    without torch's advice on ``weights_only``."""
+    text = str(err)
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+    gist = (unpickler.group(1) if unpickler else text).split(". ")[0].strip()
+    return f"{type(err).__name__}: {gist.splitlines()[0]}" if gist else type(err).__name__
 
 
 def _meta(checkpoint: dict[str, Any], where: str) -> dict[str, Any]:
     meta = checkpoint.get("memsig")
     if not isinstance(meta, dict) or "model_class" not in meta:
-        raise CheckpointError(f"{where} was not written by a memsig model (no 'memsig' entry); train one with train.py")
+        raise CheckpointError(
+            f"the {where} was not written by a memsig model (no 'memsig' entry); train one with train.py"
+        )
     return meta
 
 
-def check_compatible(checkpoint: dict[str, Any], model: L.LightningModule, where: str = "the checkpoint") -> None:
-    """Raise :class:`CheckpointError` unless ``checkpoint`` can be loaded into ``model``."""
+def check_compatible(checkpoint: dict[str, Any], model: L.LightningModule, where: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` unless ``checkpoint`` can be loaded into ``model``; ``where``
+    names it in messages, which put "the" before it (``checkpoint``, ``checkpoint run/last.ckpt``)."""
     meta = _meta(checkpoint, where)
     mine = f"{type(model).__module__}.{type(model).__qualname__}"
     if meta["model_class"] != mine:
         raise CheckpointError(
-            f"{where} holds a {meta['model_class']}, but this run builds a {mine}; "
+            f"the {where} holds a {meta['model_class']}, but this run builds a {mine}; "
             "choose the matching model config (model=...) or another checkpoint"
         )
     theirs = checkpoint.get("hyper_parameters", {})
@@ -56,7 +80,9 @@ def check_compatible(checkpoint: dict[str, Any], model: L.LightningModule, where
         if theirs.get(k) != model.hparams.get(k)
     ]
     if diffs:
-        raise CheckpointError(f"{where} has another architecture: {'; '.join(diffs)}; set the model options to match")
+        raise CheckpointError(
+            f"the {where} has another architecture: {'; '.join(diffs)}; set the model options to match"
+        )
     model.vocab.check_same(Vocab.from_dict(meta["vocab"]), what=where)
 
 

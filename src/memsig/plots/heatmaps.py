@@ -125,7 +125,7 @@ def marginal_curves(sigs: dict[str, Signature] | Signature, states: list[str] | 
                 ax.fill_between(sig.lags, low, high, color=colour, alpha=0.2, linewidth=0)
         rate = 100 * sig.majority_rate[0]
         if not any(
-            len(m) == len(rate) and np.allclose(m, rate, atol=0.05) for m in majorities
+            len(m) == len(rate) and np.allclose(m, rate, atol=0.05, equal_nan=True) for m in majorities
         ):  # one line per distinct rate
             majorities.append(rate)
             ax.plot(sig.lags, rate, ":", color="0.5", label=f"{prefix}majority class")

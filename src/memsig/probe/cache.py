@@ -106,7 +106,8 @@ def _batch_fingerprint(h: Any, batch: dict[str, Any]) -> None:
             h.update(repr(value).encode())
 
 
-def _device(source: StateSource) -> torch.device:
+def source_device(source: StateSource) -> torch.device:
+    """Where a module's parameters live (CPU for a source that is not an ``nn.Module``)."""
     if isinstance(source, nn.Module):
         return next(source.parameters(), torch.empty(0)).device
     return torch.device("cpu")
@@ -214,7 +215,7 @@ def _write(
         source.eval()
     c = len(source.vocab)
     context = LeftContext(max(0, max(lags)) + (1 if target == "bigram" else 0))
-    device = _device(source)
+    device = source_device(source)
     files = {s: open(out / f"state{i}.bin", "wb") for i, s in enumerate(specs)}  # noqa: SIM115 (closed below)
     targets_file, blocks_file = open(out / "targets.bin", "wb"), open(out / "blocks.bin", "wb")  # noqa: SIM115
     dims: dict[str, int] = {}

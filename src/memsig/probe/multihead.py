@@ -50,6 +50,7 @@ from memsig.probe.signature import Signature
 from memsig.probe.targets import (
     LeftContext,
     bigram_labels,
+    check_lag_reach,
     confusion_counts,
     label_prior,
     lag_targets,
@@ -220,11 +221,13 @@ class MultiHeadProbe(L.LightningModule):
 
     # ------------------------------------------------------------------ data
     def attach(self, datamodule: Any) -> None:
-        """Cache (or prepare to stream) the splits of ``datamodule`` for this probe."""
-        self._datamodule = datamodule
-        if not self.hparams.cache:
-            return
+        """Cache (or prepare to stream) the splits of ``datamodule`` for this probe, once every lag
+        is known to have targets in each split (:func:`~memsig.probe.targets.check_lag_reach`)."""
         hp = self.hparams
+        check_lag_reach(datamodule, hp.lags, hp.target)
+        self._datamodule = datamodule
+        if not hp.cache:
+            return
         specs = list(self.probed)
         for split in ("train", "dev", "test"):
             self._cache[split] = cached_split(
@@ -254,7 +257,7 @@ class MultiHeadProbe(L.LightningModule):
 
         if self.hparams.cache:
             chunks = PositionChunks(len(self._cache["train"]), self.hparams.batch_positions, self.hparams.seed)
-            loader = ResumableLoader(chunks, shuffle=True)
+            loader = ResumableLoader(chunks, shuffle=True, seed=self.hparams.seed)  # the order is the seed's alone
         else:
             loader = ResumableLoader(self._datamodule.dataset("train"), shuffle=False)
         if self._loader_state is not None:
@@ -497,7 +500,7 @@ class MultiHeadProbe(L.LightningModule):
         pooled = sum(confusion[ix] for ix in idx)
         per_seed_ce = [self._eval["ce"][ix].cpu().numpy() for ix in idx]
         counts = confusion[idx[0]].sum((-1, -2))
-        ce_bits = sum(per_seed_ce) / seeds / np.maximum(counts, 1) / math.log(2)
+        ce_bits = np.where(counts > 0, sum(per_seed_ce) / seeds / np.maximum(counts, 1) / math.log(2), np.nan)
         v = len(self.source.vocab)
         if hp.cache:
             fwd = self._cache["test"].forward

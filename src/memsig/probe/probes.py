@@ -29,6 +29,7 @@ from omegaconf import Container, OmegaConf
 from memsig.probe.multihead import MultiHeadProbe, fit_probe
 from memsig.probe.quick import quick_signature
 from memsig.probe.signature import Signature
+from memsig.probe.targets import check_lags
 from memsig.states import StateSource
 
 TrainerFactory = Callable[[dict[str, Any]], L.Trainer]
@@ -48,13 +49,17 @@ class Probe(Protocol):
 def _checked(fn: Callable[..., Any], options: dict[str, Any], skip: int, what: str) -> dict[str, Any]:
     """``options`` as plain Python values (Hydra passes lists as ``ListConfig``) after checking that
     ``fn`` accepts them (its first ``skip`` arguments are given at fit time): TypeError naming the
-    unknown option and the ones it takes."""
+    unknown option and the ones it takes; ValueError for ``lags`` that are not a list of distinct
+    integers (:func:`~memsig.probe.targets.check_lags`)."""
     params = list(inspect.signature(fn).parameters.values())[skip:]
     known = {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD} - {"meta"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"{what} has no option {', '.join(map(repr, unknown))}; it takes: {', '.join(sorted(known))}")
-    return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, Container) else v for k, v in options.items()}
+    plain = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, Container) else v for k, v in options.items()}
+    if plain.get("lags") is not None:
+        plain["lags"] = check_lags(plain["lags"])
+    return plain
 
 
 class MLPProbe:

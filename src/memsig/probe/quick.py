@@ -11,11 +11,12 @@ as in training):
 
 1. **train** — per probed state, moments of ``φ`` over at most ``train_positions`` sampled
    real positions per batch (per-batch products in float32, sums in float64): one shared
-   Gram ``G = Σ φφᵀ``, the cross moments ``Φᵀ Y_δ`` (one-hot targets) of every lag, and small
-   corrections ``E_j`` = Gram of the sampled positions with ``history == j`` (j < max lag:
-   only the first positions of each stream/segment) and, for negative lags, ``E⁻_j`` over
-   those with j real positions after them in the window. ``G_δ = G − Σ_{j<δ} E_j``
-   (``G − Σ_{j<|δ|} E⁻_j`` for δ < 0) is then exactly the Gram of lag δ's positions; each
+   Gram ``G = Σ φφᵀ``, the cross moments ``Φᵀ Y_δ`` (one-hot targets) of every lag, and one
+   small correction per positive lag: with the positive lags sorted ``δ_1 < δ_2 < …`` (δ_0 = 0),
+   ``E_i`` = Gram of the sampled positions with ``δ_{i-1} ≤ history < δ_i`` (only the first
+   positions of each stream/segment); likewise ``E⁻_i`` per negative lag over the real
+   positions after t in the window. ``G_δ = G − Σ_{δ_i ≤ δ} E_i`` (``G − Σ_{δ_i ≤ |δ|} E⁻_i``
+   for δ < 0) is then exactly the Gram of lag δ's positions, whatever the lag's size; each
    batch checks that these are the positions :func:`~memsig.probe.targets.lag_targets`
    marks valid (padding only at row ends).
 2. **solve** — ``W_δ(λ) = (G_δ + λ'·I')⁻¹ Φᵀ Y_δ`` with an unpenalised bias, done as ridge on
@@ -30,9 +31,10 @@ as in training):
    **test** — every test position: confusion matrices and cross-entropy with the chosen λ
    and calibration, plus the model's own next-symbol confusion when the source gives ``next_logits``.
 
-Memory holds only the moments (``[D'+1, D'+1]`` per state plus corrections, ``D' = D + P``)
-and the calibration sample (at most 8192 states per probed state); nothing grows with the
-corpus. ``controls`` adds the ``random``/``shuffled`` control states, probed alike
+Memory holds only the moments (``[D'+1, D'+1]`` per state, plus about two per lag, ``D' = D + P``:
+:func:`ridge_bytes`, checked before anything is allocated) and the calibration sample (at
+most 8192 states per probed state); nothing grows with the corpus or with a lag's size.
+``controls`` adds the ``random``/``shuffled`` control states, probed alike
 (:class:`~memsig.probe.controls.ControlledSource`).
 
 When to trust it: as a preview — where memory fades, which lags and layers keep more, and
@@ -45,6 +47,7 @@ state holds non-linearly; with ``calibrate=False`` it under-recalls rare symbols
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -53,10 +56,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memsig.probe.cache import source_device
 from memsig.probe.controls import ControlledSource, check_controls, control_spec, state_parts
 from memsig.probe.signature import Signature
 from memsig.probe.targets import (
     LeftContext,
+    check_lag_reach,
     confusion_counts,
     label_prior,
     lag_targets,
@@ -95,14 +100,36 @@ class ReLUFeatures:
         return torch.cat([z, torch.relu(z @ self.proj + self.bias), z.new_ones(len(z), 1)], -1)
 
 
+def ridge_bytes(dims: Sequence[int], lags: Sequence[int], num_classes: int, strengths: int) -> int:
+    """Bytes the ridge preview's moments and solutions take at their peak (float64), for probed
+    states of ``dims`` features each (``D + P``): per state the shared Gram, one correction per
+    nonzero lag, each lag's Gram (and its temporary), the cross moments and the solutions of
+    every λ (module docstring)."""
+    k, corrections = len(lags), sum(lag != 0 for lag in lags)
+    return 8 * sum(
+        (1 + corrections + 2 * k) * (d + 1) ** 2 + (d + 1) * k * num_classes * (1 + 2 * strengths) for d in dims
+    )
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory free on ``device``: the GPU's free memory, or the machine's available memory
+    (``MemAvailable``; its physical memory where ``/proc/meminfo`` is missing)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def _batches(
     source: StateSource, datamodule: Any, split: str, lags: list[int], common: bool, max_batches: int | None
 ) -> Iterator[tuple[StateBatch, Tensor, Tensor]]:
     """The first ``max_batches`` batches of a split in order: states, targets and validity ``[B·T, K]``."""
-    device = torch.device("cpu")
+    device = source_device(source)
     if isinstance(source, nn.Module):
         source.eval()
-        device = next(source.parameters(), torch.empty(0)).device
     data = datamodule.dataset(split)
     context = LeftContext(max(0, max(lags)))
     for i in range(len(data) if max_batches is None else min(len(data), max_batches)):
@@ -146,9 +173,15 @@ def train_moments(
     """
     states, lags = resolve_probe(source, states, lags)
     c, k = len(source.vocab), len(lags)
-    up, down = max(0, max(lags)), max(0, -min(lags))
-    j = torch.arange(up + down)  # corrections: history == j (j < up), then up + j: j real positions after t
-    excluded = torch.stack([j < lag if lag > 0 else (j >= up) & (j < up - lag) for lag in lags]).to(F64)  # [K, J]
+    back = torch.tensor(sorted(lag for lag in lags if lag > 0), dtype=torch.long)  # correction edges (docstring)
+    ahead = torch.tensor(sorted(-lag for lag in lags if lag < 0), dtype=torch.long)
+    excluded = torch.tensor(  # [K, J]: lag k leaves out correction j (the positive lags', then the negative's)
+        [
+            [lag > 0 and e <= lag for e in back.tolist()] + [lag < 0 and e <= -lag for e in ahead.tolist()]
+            for lag in lags
+        ],
+        dtype=F64,
+    )
     gen = torch.Generator().manual_seed(seed)
     phi: dict[str, ReLUFeatures] = {}
     gram: dict[str, Tensor] = {}
@@ -162,7 +195,9 @@ def train_moments(
         idx = m.nonzero().squeeze(1)
         idx = idx[_sample(len(idx), train_positions, gen, idx.device)]  # the sampled real positions
         hist, after, y, v = hist[idx], after[idx], y[idx], v[idx]
-        levels = [hist == j for j in range(up)] + [after == j for j in range(down)]
+        below = torch.searchsorted(back.to(hist.device), hist, right=True)  # i: δ_{i-1} ≤ history < δ_i
+        short = torch.searchsorted(ahead.to(after.device), after, right=True)
+        levels = [below == i for i in range(len(back))] + [short == i for i in range(len(ahead))]
         onehot = (F.one_hot(y, c).float() * v[..., None]).flatten(1)  # [N, K·C]
         for s in states:
             x = _state(sb, s)[idx]
@@ -173,7 +208,7 @@ def train_moments(
             if s not in gram:
                 gram[s], corr[s], cross[s] = (
                     torch.zeros(d, d, dtype=F64, device=f.device),
-                    torch.zeros(up + down, d, d, dtype=F64, device=f.device),
+                    torch.zeros(len(back) + len(ahead), d, d, dtype=F64, device=f.device),
                     torch.zeros(d, k * c, dtype=F64, device=f.device),
                 )
             gram[s] += (f.T @ f).double()
@@ -338,10 +373,21 @@ def quick_signature(
         meta: merged into the signature's meta.
     """
     states, lags = resolve_probe(source, states, lags)
+    check_lag_reach(datamodule, lags)
     if controls:
         source = ControlledSource(source, controls, seed)
         states = [*states, *(control_spec(c, s) for c in check_controls(controls) for s in states)]
     c, k, ar = len(source.vocab), len(lags), torch.arange(len(lags))
+    dims = [sum(source.state_dims[p] for p in state_parts(s)) + features for s in states]
+    device = source_device(source)
+    need, free = ridge_bytes(dims, lags, c, len(ridge)), free_bytes(device)
+    if need > free:
+        raise MemoryError(
+            f"the ridge preview needs about {need / 2**30:.1f} GiB for its moments ({len(states)} probed "
+            f"state{'s' * (len(states) > 1)} of up to {max(dims) + 1} features × {k} lags), more than the "
+            f"{free / 2**30:.1f} GiB free on {device}: probe fewer random features (probe.features), fewer states "
+            "(probe.states), lags (probe.lags) or controls (probe.controls)"
+        )
     moments, phi = train_moments(source, datamodule, states, lags, max_train_batches, features, train_positions, seed)
     weights = {s: ridge_weights(g, xy, ridge) for s, (g, xy) in moments.items()}  # [K, L, D'+1, C]
     correct = {s: torch.zeros(k, len(ridge), dtype=torch.long) for s in states}
@@ -391,7 +437,8 @@ def quick_signature(
     if prior is None:
         prior = label_prior(datamodule.ids("train"), c, "symbol")
     conf = confusion.view(len(states), k, c, c).numpy()
-    ce_bits = ce.numpy() / np.maximum(conf.sum((-1, -2)), 1) / math.log(2)
+    n_test = conf.sum((-1, -2))
+    ce_bits = np.where(n_test > 0, ce.numpy() / np.maximum(n_test, 1) / math.log(2), np.nan)  # NaN: no test position
     info = {
         "probe": {
             "kind": "ridge",

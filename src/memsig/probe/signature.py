@@ -19,6 +19,8 @@ import io
 import json
 import math
 import warnings
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +33,12 @@ from memsig.data.io import atomic_write_bytes
 SCHEMA = "memsig.signature/2"
 SCHEMAS = ("memsig.signature/1", SCHEMA)  # /1: one seed, no blocks (read as such)
 CONTROL_PREFIXES = ("random:", "shuffled:")
+WRITER = "a signature is the signature.npz that `python probe.py ckpt=<checkpoint>` writes into its run dir"
+
+
+class SignatureError(ValueError):
+    """A file that is not the memsig file (a signature, state gradients) it was read as: the message
+    names the file, what it lacks and what writes one."""
 
 
 def wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +101,7 @@ class Signature:
         lags: K lags.
         symbols: C target labels (as shown in plots).
         confusion: ``[S, K, C, C]`` int64 test counts, rows true, columns predicted.
-        ce_bits: ``[S, K]`` mean test cross-entropy of each decoder, bits.
+        ce_bits: ``[S, K]`` mean test cross-entropy of each decoder, bits (NaN: no test position).
         prior: ``[C]`` target frequencies on the training split.
         forward_confusion: ``[C, C]`` the model's own next-symbol confusion on test (or None).
         meta: provenance and settings (JSON-serialisable).
@@ -143,8 +151,8 @@ class Signature:
 
     @property
     def accuracy(self) -> np.ndarray:
-        """``[S, K]`` overall recall (marginal accuracy per lag)."""
-        return self.correct.sum(-1) / np.maximum(self.support.sum(-1), 1)
+        """``[S, K]`` overall recall (marginal accuracy per lag); NaN where a lag has no test position."""
+        return _rate(self.correct.sum(-1), self.support.sum(-1))
 
     @property
     def recall(self) -> np.ndarray:
@@ -181,7 +189,7 @@ class Signature:
         """``[R, S, K]`` marginal recall of each probe seed (one row without block counts)."""
         if self.block_correct is None:
             return self.accuracy[None]
-        return self.block_correct.sum((1, -1)) / np.maximum(self.block_support.sum((0, -1)), 1)
+        return _rate(self.block_correct.sum((1, -1)), self.block_support.sum((0, -1)))
 
     @cached_property
     def _variances(self) -> tuple[np.ndarray, np.ndarray]:
@@ -212,13 +220,13 @@ class Signature:
 
     @property
     def majority_rate(self) -> np.ndarray:
-        """``[S, K]`` accuracy of always answering the most frequent training symbol."""
-        return self.support[..., int(np.argmax(self.prior))] / np.maximum(self.support.sum(-1), 1)
+        """``[S, K]`` accuracy of always answering the most frequent training symbol (NaN as :attr:`accuracy`)."""
+        return _rate(self.support[..., int(np.argmax(self.prior))], self.support.sum(-1))
 
     @property
     def prior_rate(self) -> np.ndarray:
-        """``[S, K]`` expected accuracy of guessing by sampling the training prior."""
-        return (self.support * self.prior).sum(-1) / np.maximum(self.support.sum(-1), 1)
+        """``[S, K]`` expected accuracy of guessing by sampling the training prior (NaN as :attr:`accuracy`)."""
+        return _rate((self.support * self.prior).sum(-1), self.support.sum(-1))
 
     @property
     def forward_recall(self) -> np.ndarray | None:
@@ -307,7 +315,9 @@ class Signature:
 
     @classmethod
     def load(cls, path: str | Path) -> Signature:
-        head, z = read_labelled(path, SCHEMAS, "signature", "probe.py writes signature.npz into its run dir")
+        """The signature saved at ``path``: FileNotFoundError if there is none, :class:`SignatureError`
+        if the file is not one (the message names what it lacks and what writes one)."""
+        head, z = read_labelled(path, SCHEMAS, "signature", WRITER, ("confusion", "ce_bits", "prior"))
         axes = head["axes"]
         return cls(
             list(axes["state"]),
@@ -333,7 +343,7 @@ class Signature:
             and self.lags == other.lags
             and self.symbols == other.symbols
             and np.array_equal(self.confusion, other.confusion)
-            and np.array_equal(self.ce_bits, other.ce_bits)
+            and np.array_equal(self.ce_bits, other.ce_bits, equal_nan=True)
             and np.array_equal(self.prior, other.prior)
             and same_fwd
             and self.meta == other.meta
@@ -342,6 +352,11 @@ class Signature:
             and _same(self.block_correct, other.block_correct)
             and _same(self.block_support, other.block_support)
         )
+
+
+def _rate(hits: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``hits / n`` elementwise, NaN where ``n == 0`` (no position: no estimate, not 0)."""
+    return np.where(n > 0, hits / np.maximum(n, 1), np.nan)
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -367,20 +382,37 @@ def write_labelled(
 
 
 def read_labelled(
-    path: str | Path, schema: str | tuple[str, ...], what: str, writer: str
+    path: str | Path, schema: str | tuple[str, ...], what: str, writer: str, arrays: Sequence[str] = ()
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The JSON head and the arrays of a :func:`write_labelled` file of ``schema`` (or one of
-    several); ``what`` and ``writer`` (which command writes it) name the file in errors."""
+    several) that holds at least ``arrays``; ``what`` and ``writer`` (which command writes it) name
+    the file in errors: FileNotFoundError if there is none, :class:`SignatureError` if it is not one."""
     schemas = (schema,) if isinstance(schema, str) else schema
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist; {writer}")
-    with np.load(path, allow_pickle=False) as z:
-        head = json.loads(str(z["meta"]))
-        if head.get("schema") not in schemas:
-            raise ValueError(
-                f"{path} is not a memsig {what} file (schema {head.get('schema')!r}, expected {' or '.join(schemas)})"
+    wrong = f"{path} is not a memsig {what} file"
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise SignatureError(f"{wrong}: it is not a .npz archive; {writer}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise SignatureError(f"{wrong}: it holds one array, not a .npz archive; {writer}")
+    with z:
+        missing = [k for k in ("meta", *arrays) if k not in z.files]
+        if "meta" in missing:
+            raise SignatureError(f"{wrong}: the archive lacks the arrays {missing} (it has {z.files}); {writer}")
+        try:
+            head = json.loads(str(z["meta"]))
+        except ValueError:
+            head = None
+        found = head.get("schema") if isinstance(head, dict) else None
+        if found not in schemas:
+            raise SignatureError(
+                f"{wrong}: its 'meta' entry names schema {found!r}, expected {' or '.join(schemas)}; {writer}"
             )
+        if missing:
+            raise SignatureError(f"{wrong}: the archive lacks the arrays {missing} (it has {z.files}); {writer}")
         return head, {k: z[k] for k in z.files if k != "meta"}
 
 

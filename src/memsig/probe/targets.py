@@ -23,7 +23,9 @@ ending at each position, :func:`bigram_labels`) work the same way.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,17 +40,84 @@ def resolve_probe(
     """The probed states and lags, with the defaults every probe shares, checked.
 
     States default to the source's cell states ``*.c`` (the paper probes LSTM cell
-    states), else all of its states; ``"a+b"`` concatenates. Lags default to 1…20.
+    states), else all of its states; ``"a+b"`` concatenates. Lags default to 1…20
+    (:func:`check_lags`).
     """
-    lags = list(lags) if lags is not None else list(range(1, 21))
-    if not lags or len(set(lags)) != len(lags):
-        raise ValueError(f"probe.lags must be distinct and non-empty; got {lags}")
+    lags = check_lags(lags) if lags is not None else list(range(1, 21))
     states = list(states) if states else [s for s in source.state_names if s.endswith(".c")] or list(source.state_names)
     states = ["+".join(_default_state(source, p) for p in spec.split("+")) for spec in states]
     for part in (p for spec in states for p in spec.split("+")):
         if part not in source.state_dims:
             raise ValueError(f"probe state {part!r} is not exposed by the model; it has {source.state_names}")
     return states, lags
+
+
+def check_lags(lags: Any) -> list[int]:
+    """``lags`` as a list of distinct integers (the lag convention: module table), or a ValueError
+    naming the form ``probe.lags`` takes — Hydra passes ``probe.lags=abc`` as a string and
+    ``probe.lags=5`` as a bare integer."""
+    example = "e.g. 'probe.lags=[1,2,3]' (δ ≥ 1 recalls the past, 0 the symbol just read, δ < 0 predicts ahead)"
+    if isinstance(lags, (str, bytes)) or not isinstance(lags, Sequence):
+        raise ValueError(f"probe.lags must be a list of integers; got {lags!r}: {example}")
+    bad = [x for x in lags if not isinstance(x, numbers.Integral) or isinstance(x, bool)]
+    if bad:
+        raise ValueError(
+            f"probe.lags must be a list of integers; {', '.join(map(repr, bad))} in {list(lags)} is not: {example}"
+        )
+    lags = [int(x) for x in lags]
+    if not lags or len(set(lags)) != len(lags):
+        raise ValueError(f"probe.lags must be distinct and non-empty; got {lags}: {example}")
+    return lags
+
+
+def lag_reach(datamodule: Any, split: str) -> tuple[int, int]:
+    """``(back, ahead)``: the most symbols of history before, and of its window after, any real
+    position of a split has — the longest lag and the most negative lag (−ahead) with a target there.
+
+    Read from the split's batches (``history`` and ``mask``) without running a model. A source may
+    count less history than its batches give (e.g. only the window's); its cells then come out
+    unsupported (NaN), not wrong. Batches without ``history`` (the speech data: the source counts
+    it) are bounded by the split's length.
+    """
+    data = datamodule.dataset(split)
+    first = data[0] if len(data) else {}
+    if "history" not in first or "mask" not in first:
+        n = len(datamodule.ids(split))
+        return n - 1, n - 1
+    back = ahead = 0
+    for i in range(len(data)):
+        batch = first if i == 0 else data[i]
+        mask = batch["mask"]
+        if bool(mask.any()):
+            back = max(back, int(batch["history"][mask].max()))
+            ahead = max(ahead, int(mask.sum(1).max()) - 1)
+    return back, ahead
+
+
+def check_lag_reach(
+    datamodule: Any, lags: Sequence[int], target: str = "symbol", splits: Sequence[str] = ("train", "dev", "test")
+) -> None:
+    """ValueError naming the first lag that no position of some split in ``splits`` has a target
+    for (:func:`lag_reach`; a bigram target needs one more symbol of history), the longest usable
+    lag (that of the split with the least reach) and the fix — before any state is computed or cached."""
+    reach = {split: lag_reach(datamodule, split) for split in splits}
+    short, near = min(splits, key=lambda s: reach[s][0]), min(splits, key=lambda s: reach[s][1])
+    back = reach[short][0] - (target == "bigram")  # the bigram ending at t − δ needs one more symbol of history
+    ahead = reach[near][1]
+    for lag in lags:
+        if lag > back:
+            raise ValueError(
+                f"probe.lags: lag {lag} reaches further back than any position of the {short} split has history "
+                f"(at most {back} {target}s, in its longest stream or segment); the longest usable lag is {back}: "
+                "drop the longer lags, or give each stream more text (a longer split or, in the stream regime, a "
+                "lower data.batch_size)"
+            )
+        if -lag > ahead:
+            raise ValueError(
+                f"probe.lags: lag {lag} looks further ahead than any window of the {near} split holds (at most "
+                f"{ahead} symbols after a position); the most negative usable lag is {-ahead}: drop the more "
+                "negative lags, or use longer windows (data.seq_len)"
+            )
 
 
 def _default_state(source: StateSource, name: str) -> str:

@@ -21,7 +21,7 @@ from memsig.report.figures import (
 )
 from memsig.report.page import Page
 from memsig.report.sources import EXPECTED, ReportError, RunResults, checkpoint_status, kind_of, load_run
-from memsig.tasks.report import StudySettings, collect, distance_rows, model_rows, named_signatures, recall_rows
+from memsig.report.study import StudySettings, collect, distance_rows, model_rows, named_signatures, recall_rows
 
 REPORT = "report.html"
 MODEL_KEYS = ("cell", "num_layers", "hidden_size", "embedding_size", "order")  # shown in the one-line model summary

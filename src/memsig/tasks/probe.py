@@ -21,6 +21,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -31,6 +32,7 @@ from memsig.probe.multihead import unconverged_heads
 from memsig.probe.probes import MLPProbe, Probe
 from memsig.probe.signature import Signature
 from memsig.report import log_report, write_report
+from memsig.tasks.rundir import claim_run_dir
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,32 @@ def data_config_of_run(ckpt: Path) -> DictConfig:
             f"no run config at {saved} to tell which data {ckpt.name} was trained on; pass data=<corpus> explicitly"
         )
     return OmegaConf.load(saved).data
+
+
+def data_config_for(data_cfg: DictConfig | None, ckpt: Path) -> DictConfig:
+    """The data config a probe or export of ``ckpt`` reads: ``data_cfg`` when it names a corpus
+    (``data=<corpus>``); else (``conf/data/_from_run.yaml``, the default) the train run's, with the keys ``data_cfg`` sets
+    (not null) changed."""
+    if data_cfg is not None and "_target_" in data_cfg:
+        return data_cfg
+    base = data_config_of_run(ckpt)
+    changes = {k: v for k, v in (data_cfg or {}).items() if v is not None}
+    for key in changes:
+        if key not in base:
+            raise ValueError(
+                f"data.{key} does not apply to the data {ckpt.name} was trained on ({base.get('_target_')}, "
+                f"which takes {', '.join(k for k in base if k != '_target_')}); drop it or name a corpus (data=...)"
+            )
+    return OmegaConf.merge(base, changes)
+
+
+def refuse_vocab(cfg: DictConfig, ckpt: Path) -> None:
+    """A probe or export reads the vocab from the checkpoint: a vocab override is an error."""
+    if cfg.get("vocab") is not None:
+        raise ValueError(
+            f"the symbol set comes from the checkpoint ({ckpt}); drop the vocab override (+vocab...): a probe "
+            "or export reads text with the model's own vocab"
+        )
 
 
 def without_augmentation(datamodule: Any) -> Any:
@@ -190,6 +218,28 @@ def build_probe(cfg: DictConfig, probe_cfg: DictConfig, loggers: list[Any] | Non
     return probe_
 
 
+def convergence_warning(sig: Signature) -> str:
+    """The warning ``probe.py`` prints under a signature whose decoders did not all converge."""
+    heads = unconverged_heads(sig)
+    return (
+        f"WARNING: {len(heads)} heads did not converge: {', '.join(heads)}. Their recall is a lower bound: "
+        "raise probe.max_steps or trainer.max_time"
+    )
+
+
+def probe_resume(cfg: DictConfig, probe_: Probe, out: Path, interrupted: bool) -> dict[str, str]:
+    """``fit``'s ``ckpt_path``: ``cfg.probe_ckpt`` when set, else the ``last.ckpt`` an interrupted
+    probe of this run dir left (``{}``: start afresh)."""
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = cfg.get("probe_ckpt") or (last if interrupted and last.is_file() else None)
+    if ckpt is None:
+        return {}
+    if not isinstance(probe_, MLPProbe):
+        raise ValueError("probe_ckpt resumes a trained (MLP) probe; the ridge preview has nothing to resume")
+    log.info("resuming the probe from %s", ckpt)
+    return {"ckpt_path": str(ckpt)}
+
+
 def noise_floor(
     cfg: DictConfig, model: Any, datamodule: TextDataModule, sig: Signature, out: Path
 ) -> dict[str, list[float]]:
@@ -209,13 +259,16 @@ def noise_floor(
 
 
 def probe(cfg: DictConfig) -> dict[str, Any]:
-    """Run the probe task described by ``cfg`` (see ``conf/probe.yaml``)."""
+    """Run the probe task described by ``cfg`` (see ``conf/probe.yaml``) in its claimed run dir
+    (:mod:`memsig.tasks.rundir`: a probe interrupted there resumes from its last check)."""
     start = time.time()
+    interrupted = claim_run_dir(cfg, "probe.json")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     L.seed_everything(cfg.seed, workers=True)
     ckpt = resolve_checkpoint(str(cfg.ckpt))
+    refuse_vocab(cfg, ckpt)
     model = load_model(ckpt)
-    data_cfg = cfg.get("data") or data_config_of_run(ckpt)
+    data_cfg = data_config_for(cfg.get("data"), ckpt)
     with open_dict(cfg):
         cfg.data = data_cfg  # resolved against this run's paths
     datamodule = without_augmentation(hydra.utils.instantiate(cfg.data, vocab=model.vocab))
@@ -224,12 +277,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_all(cfg.get("logger"))
     try:
         probe_ = build_probe(cfg, cfg.probe, loggers)
-        resume = {}
-        if cfg.get("probe_ckpt"):
-            if not isinstance(probe_, MLPProbe):
-                raise ValueError("probe_ckpt resumes a trained (MLP) probe; the ridge preview has nothing to resume")
-            resume = {"ckpt_path": str(cfg.probe_ckpt)}
-        sig = probe_.fit(model, datamodule, meta=meta, **resume)
+        sig = probe_.fit(model, datamodule, meta=meta, **probe_resume(cfg, probe_, out, interrupted))
         if cfg.get("noise_floor_seed") is not None:
             sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
         sig_path = sig.save(out / "signature.npz")
@@ -246,7 +294,10 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             "gradient_correlation": correlation,
             "figures": [str(p) for p in figures],
             "overrides": task_overrides(),
-            "accuracy": {s: [round(float(a), 4) for a in sig.accuracy[i]] for i, s in enumerate(sig.states)},
+            "accuracy": {  # null: a lag without test positions
+                s: [None if np.isnan(a) else round(float(a), 4) for a in sig.accuracy[i]]
+                for i, s in enumerate(sig.states)
+            },
             "lags": sig.lags,
             "noise_floor": sig.meta.get("noise_floor"),
             "wall_time_s": round(time.time() - start, 1),
@@ -264,10 +315,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
                 f"symbols {c['mean_per_lag']:.3f} (mean over lags)"
                 for s, c in (correlation or {}).items()
             )
-            unconverged = unconverged_heads(sig)
-            warn = (
-                f"\nWARNING: {len(unconverged)} heads did not converge: {', '.join(unconverged)}" if unconverged else ""
-            )
+            warn = f"\n{convergence_warning(sig)}" if unconverged_heads(sig) else ""
             cache = sig.meta.get("state_cache")
             cached = (
                 f"\nstate cache: {cache['bytes'] / 2**30:.2f} GiB in {Path(cache['folders'][0]).parent}"

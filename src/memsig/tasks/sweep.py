@@ -10,9 +10,6 @@ chosen on dev perplexity as the paper does). The same tables come from
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import sys
 from pathlib import Path
@@ -22,44 +19,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from memsig.data.io import atomic_write_bytes
+from memsig.report.study import csv_bytes, summarize
 
 log = logging.getLogger(__name__)
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
-
-
-def summarize(
-    sweep_dir: str | Path, metric: str = "val/loss", select_over: tuple[str, ...] = ("model.dropout",)
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows of all jobs and the best row per group (see module docstring)."""
-    rows, swept = [], set()
-    for f in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        result = json.loads(f.read_text())
-        overrides = parse_overrides(result["overrides"])
-        swept.update(overrides)
-        row: dict[str, Any] = {"job": f.parent.name, **overrides}
-        row.update({k: round(v, 5) for k, v in sorted(result["metrics"].items())})
-        row["best_checkpoint"] = result.get("best_checkpoint")
-        rows.append(row)
-    group_keys = [k for k in sorted(swept) if k not in select_over]
-    best: dict[tuple, dict[str, Any]] = {}
-    for r in rows:
-        key = tuple(r.get(k) for k in group_keys)
-        score = r.get(metric, float("inf"))  # a job that never validated loses to any that did
-        if key not in best or score < best[key].get(metric, float("inf")):
-            best[key] = r
-    return rows, list(best.values())
-
-
-def _csv(rows: list[dict[str, Any]]) -> bytes:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
 
 
 def write_summary(
@@ -70,8 +32,8 @@ def write_summary(
     if not rows:
         log.warning("no metrics.json under %s: nothing to summarise", sweep_dir)
         return []
-    atomic_write_bytes(Path(sweep_dir) / "summary.csv", _csv(rows))
-    atomic_write_bytes(Path(sweep_dir) / "best.csv", _csv(best))
+    atomic_write_bytes(Path(sweep_dir) / "summary.csv", csv_bytes(rows))
+    atomic_write_bytes(Path(sweep_dir) / "best.csv", csv_bytes(best))
     shown = [k for k in best[0] if k not in ("job", "best_checkpoint") and "/" not in k] + [metric, "test/ppl"]
     print(f"best by {metric} over {', '.join(select_over)} ({len(rows)} jobs, tables in {sweep_dir}):")
     print("  ".join(f"{k:>14}" for k in ["job", *shown]))

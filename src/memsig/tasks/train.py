@@ -22,10 +22,12 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.models.checkpoint import load_weights
-from memsig.models.ngram import NGramLM, count_table_signature
+from memsig.models.ngram import NGramLM
+from memsig.probe.count_table import count_table_signature
 from memsig.probe.targets import resolve_probe
 from memsig.report import log_report, write_report
 from memsig.tasks.probe import resolve_checkpoint
+from memsig.tasks.rundir import claim_run_dir
 from memsig.tasks.signatures import evaluate_elsewhere, probe_settings, write_bases, write_signatures
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (``cfg.train``), then test (``cfg.test``) the model ``cfg`` describes; then score it on
     the ``evaluate_on`` corpora and write its ``signature`` (:mod:`memsig.tasks.signatures`).
+    The run dir is claimed first (:mod:`memsig.tasks.rundir`): an interrupted run resumes, a
+    finished one or one with other settings is refused.
 
     ``init_from`` (a checkpoint or train run dir) starts from another run's weights with a
     fresh optimizer: fine-tuning, e.g. on another domain. An n-gram model (``model=ngram``)
@@ -44,6 +48,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``best_checkpoint``, ``last_checkpoint``, ``signatures``, ``overrides``, ``wall_time_s``, ``params``.
     """
     start = time.time()
+    claim_run_dir(cfg, "metrics.json")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -117,7 +122,7 @@ def _count_ngram(cfg: DictConfig, model: NGramLM, datamodule: Any, out: Path, st
     """The n-gram path of :func:`train`: count, score dev/test (and ``evaluate_on``), save, probe.
 
     Besides the probe's signatures it writes ``signatures/count_table.npz``: the exact
-    count-table decoder of the n-gram state (:func:`~memsig.models.ngram.count_table_signature`).
+    count-table decoder of the n-gram state (:func:`~memsig.probe.count_table.count_table_signature`).
     """
     datamodule.setup()
     model.fit(datamodule.ids("train"))

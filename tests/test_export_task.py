@@ -17,11 +17,11 @@ from test_signature_table import make_signature
 from memsig.data.corpora import TextCorpus
 from memsig.data.text import TextDataModule
 from memsig.export.signature_table import load_signature_nc
-from memsig.export.task import export
 from memsig.models.char_lm import CharLM
 from memsig.models.checkpoint import CheckpointError
 from memsig.probe.signature import Signature
 from memsig.resolvers import PROJECT_ROOT
+from memsig.tasks.export import export
 from memsig.vocab import Vocab
 
 from conftest import compose_cfg

@@ -23,7 +23,9 @@ from memsig.export.lstmvis import encode_text, write_lstmvis
 from memsig.export.signature_table import save_signature_nc, write_signature_csv
 from memsig.models.checkpoint import load_model
 from memsig.probe.signature import Signature
-from memsig.tasks.probe import data_config_of_run, resolve_checkpoint
+from memsig.tasks.probe import data_config_for, refuse_vocab, resolve_checkpoint
+from memsig.tasks.rundir import claim_run_dir
+from memsig.tasks.utils import write_json
 
 log = logging.getLogger(__name__)
 WHAT = ("lstmvis", "signature")
@@ -50,7 +52,7 @@ def lstmvis_text(cfg: DictConfig, model: Any, ckpt: Path) -> tuple[Tensor, dict[
         return encode_text(model.vocab, read_text(cfg.text_file, what="text file")), None, str(cfg.text_file)
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {cfg.split!r} (or set text_file=<file>)")
-    data_cfg = cfg.get("data") or data_config_of_run(ckpt)
+    data_cfg = data_config_for(cfg.get("data"), ckpt)
     with open_dict(cfg):
         cfg.data = data_cfg  # resolved against this run's paths
     dm = hydra.utils.instantiate(cfg.data, vocab=model.vocab)
@@ -63,6 +65,7 @@ def export_lstmvis(cfg: DictConfig, out: Path) -> Path:
     if not cfg.get("ckpt"):
         raise ValueError("export what=lstmvis needs ckpt=<a train checkpoint (.ckpt) or a train run dir>")
     ckpt = resolve_checkpoint(str(cfg.ckpt))
+    refuse_vocab(cfg, ckpt)
     model = load_model(ckpt)
     ids, extra, what = lstmvis_text(cfg, model, ckpt)
     states = OmegaConf.to_container(cfg.states) if cfg.get("states") else None
@@ -85,7 +88,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     """Run the export described by ``cfg``; returns ``{"what", "written": [paths]}``."""
     if cfg.what not in WHAT:
         raise ValueError(f"what must be one of {', '.join(WHAT)}; got {cfg.what!r}")
+    claim_run_dir(cfg, "export.json")
     out = Path(cfg.out)
     written = export_signature(cfg.get("signature"), out) if cfg.what == "signature" else [export_lstmvis(cfg, out)]
     print("written:\n" + "\n".join(f"  {p}" for p in written), flush=True)
-    return {"what": cfg.what, "written": [str(p) for p in written]}
+    result = {"what": cfg.what, "written": [str(p) for p in written]}
+    write_json(Path(cfg.paths.output_dir) / "export.json", result)
+    return result
