@@ -38,10 +38,10 @@ from omegaconf import OmegaConf
 
 from memsig.analysis.correlation import spearman
 from memsig.models import load_model
+from memsig.models.checkpoint import data_config_of_run, resolve_checkpoint
 from memsig.probe import MLPProbe, RidgeProbe, Signature
 from memsig.probe.multihead import fit_probe
 from memsig.resolvers import PROJECT_ROOT
-from memsig.tasks.probe import data_config_of_run, resolve_checkpoint
 
 OLD_POSITIONS_PER_BATCH = 1024
 OLD_EPOCHS = 3

@@ -21,7 +21,7 @@ from memsig.data.corpora import TextCorpus
 from memsig.data.io import read_text
 from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
-from memsig.models.checkpoint import check_compatible, load_model
+from memsig.models.checkpoint import check_compatible, data_config_for, load_model
 from memsig.models.delay_line import DelayLine
 from memsig.probe.probes import MLPProbe, RidgeProbe
 from memsig.probe.signature import Signature
@@ -29,7 +29,7 @@ from memsig.probe.targets import resolve_probe
 from memsig.report import write_report
 from memsig.resolvers import PROJECT_ROOT
 from memsig.tasks.compare import compare
-from memsig.tasks.probe import convergence_warning, data_config_for, refuse_vocab
+from memsig.tasks.probe import convergence_warning, refuse_vocab
 from memsig.tasks.rundir import claim_run_dir
 from memsig.vocab import Vocab
 

@@ -188,7 +188,7 @@ def test_the_study_callback_gives_its_settings_to_the_interactive_page(tmp_path:
     """Title, model names and difference pairs of the StudyReport callback reach both pages."""
     from omegaconf import OmegaConf
 
-    from memsig.tasks.report import StudyReport
+    from memsig.tasks.hydra_callbacks import StudyReport
 
     sweep = write_sweep(tmp_path)
     callback = StudyReport(

@@ -1,18 +1,22 @@
-"""Loading memsig checkpoints with clear errors instead of shape mismatches.
+"""Loading memsig checkpoints with clear errors instead of shape mismatches, and finding them.
 
 Every memsig model writes ``checkpoint["memsig"] = {"model_class", "vocab"}``. Loading
 checks the class, the architecture and the symbol set before any weight is touched.
+:func:`resolve_checkpoint` finds the checkpoint a reference names (a file, a train run dir, a
+W&B artifact); :func:`data_config_for` the data config its train run read.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from memsig.vocab import Vocab
 
@@ -110,3 +114,56 @@ def load_weights(model: L.LightningModule, path: str | Path) -> None:
     checkpoint = _read(path)
     check_compatible(checkpoint, model, f"checkpoint {path}")
     model.load_state_dict(checkpoint["state_dict"])
+
+
+def resolve_checkpoint(ref: str) -> Path:
+    """A local checkpoint for ``ref``: a ``.ckpt`` path; a train run dir (its best checkpoint,
+    from ``metrics.json``, else ``checkpoints/last.ckpt``); or ``wandb:<artifact ref>`` (downloaded)."""
+    if not ref.startswith("wandb:"):
+        path = Path(ref).expanduser()
+        if not path.is_dir():
+            return path
+        metrics = path / "metrics.json"
+        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+        return Path(best) if best else path / "checkpoints" / "last.ckpt"
+    import wandb
+
+    try:
+        folder = Path(wandb.Api().artifact(ref.removeprefix("wandb:")).download())
+    except Exception as err:
+        raise CheckpointError(
+            f"could not fetch W&B artifact {ref!r} ({type(err).__name__}: {err}); log in with `wandb login` "
+            "and check the reference (entity/project/name:version), or pass a local path"
+        ) from None
+    found = sorted(folder.rglob("*.ckpt"))
+    if not found:
+        raise CheckpointError(f"W&B artifact {ref!r} holds no .ckpt file")
+    return found[0]
+
+
+def data_config_of_run(ckpt: Path) -> DictConfig:
+    """The ``data`` config of the train run that wrote ``ckpt`` (``<run>/.hydra/config.yaml``)."""
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise CheckpointError(
+            f"no run config at {saved} to tell which data {ckpt.name} was trained on; pass data=<corpus> explicitly"
+        )
+    return OmegaConf.load(saved).data
+
+
+def data_config_for(data_cfg: DictConfig | None, ckpt: Path) -> DictConfig:
+    """The data config a probe or export of ``ckpt`` reads: ``data_cfg`` when it names a corpus
+    (``data=<corpus>``); else (``conf/data/_from_run.yaml``, the default) the train run's, with the keys ``data_cfg`` sets
+    (not null) changed."""
+    if data_cfg is not None and "_target_" in data_cfg:
+        return data_cfg
+    base = data_config_of_run(ckpt)
+    changes = {k: v for k, v in (data_cfg or {}).items() if v is not None}
+    for key in changes:
+        if key not in base:
+            raise ValueError(
+                f"data.{key} does not apply to the data {ckpt.name} was trained on ({base.get('_target_')}, "
+                f"which takes {', '.join(k for k in base if k != '_target_')}); drop it or name a corpus (data=...)"
+            )
+    return OmegaConf.merge(base, changes)

@@ -15,7 +15,7 @@ writes into ``<sweep dir>/report/``:
 A model is named by the values of its ``label`` overrides (default: every override that differs
 between the jobs, but ``select_over``), e.g. ``gru-320``; extra signatures of a job (variants, the
 n-gram's count table) are named ``<model> [<signature>]``. ``python report.py <sweep dir> --static``
-writes both pages; the Hydra callback :class:`~memsig.tasks.report.StudyReport` does when a
+writes both pages; the Hydra callback :class:`~memsig.tasks.hydra_callbacks.StudyReport` does when a
 multirun ends.
 """
 

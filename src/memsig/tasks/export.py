@@ -21,9 +21,9 @@ from memsig.data.io import read_text
 from memsig.data.text import SPLITS
 from memsig.export.lstmvis import encode_text, write_lstmvis
 from memsig.export.signature_table import save_signature_nc, write_signature_csv
-from memsig.models.checkpoint import load_model
+from memsig.models.checkpoint import data_config_for, load_model, resolve_checkpoint
 from memsig.probe.signature import Signature
-from memsig.tasks.probe import data_config_for, refuse_vocab, resolve_checkpoint
+from memsig.tasks.probe import refuse_vocab
 from memsig.tasks.rundir import claim_run_dir
 from memsig.tasks.utils import write_json
 

@@ -10,7 +10,6 @@ an artifact of type ``signature``.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from memsig.data.io import sha256_of
 from memsig.data.text import TextDataModule
-from memsig.models.checkpoint import CheckpointError, load_model
+from memsig.models.checkpoint import data_config_for, load_model, resolve_checkpoint
 from memsig.probe.multihead import unconverged_heads
 from memsig.probe.probes import MLPProbe, Probe
 from memsig.probe.signature import Signature
@@ -36,59 +35,6 @@ from memsig.tasks.rundir import claim_run_dir
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
 
 log = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(ref: str) -> Path:
-    """A local checkpoint for ``ref``: a ``.ckpt`` path; a train run dir (its best checkpoint,
-    from ``metrics.json``, else ``checkpoints/last.ckpt``); or ``wandb:<artifact ref>`` (downloaded)."""
-    if not ref.startswith("wandb:"):
-        path = Path(ref).expanduser()
-        if not path.is_dir():
-            return path
-        metrics = path / "metrics.json"
-        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
-        return Path(best) if best else path / "checkpoints" / "last.ckpt"
-    import wandb
-
-    try:
-        folder = Path(wandb.Api().artifact(ref.removeprefix("wandb:")).download())
-    except Exception as err:
-        raise CheckpointError(
-            f"could not fetch W&B artifact {ref!r} ({type(err).__name__}: {err}); log in with `wandb login` "
-            "and check the reference (entity/project/name:version), or pass a local path"
-        ) from None
-    found = sorted(folder.rglob("*.ckpt"))
-    if not found:
-        raise CheckpointError(f"W&B artifact {ref!r} holds no .ckpt file")
-    return found[0]
-
-
-def data_config_of_run(ckpt: Path) -> DictConfig:
-    """The ``data`` config of the train run that wrote ``ckpt`` (``<run>/.hydra/config.yaml``)."""
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise CheckpointError(
-            f"no run config at {saved} to tell which data {ckpt.name} was trained on; pass data=<corpus> explicitly"
-        )
-    return OmegaConf.load(saved).data
-
-
-def data_config_for(data_cfg: DictConfig | None, ckpt: Path) -> DictConfig:
-    """The data config a probe or export of ``ckpt`` reads: ``data_cfg`` when it names a corpus
-    (``data=<corpus>``); else (``conf/data/_from_run.yaml``, the default) the train run's, with the keys ``data_cfg`` sets
-    (not null) changed."""
-    if data_cfg is not None and "_target_" in data_cfg:
-        return data_cfg
-    base = data_config_of_run(ckpt)
-    changes = {k: v for k, v in (data_cfg or {}).items() if v is not None}
-    for key in changes:
-        if key not in base:
-            raise ValueError(
-                f"data.{key} does not apply to the data {ckpt.name} was trained on ({base.get('_target_')}, "
-                f"which takes {', '.join(k for k in base if k != '_target_')}); drop it or name a corpus (data=...)"
-            )
-    return OmegaConf.merge(base, changes)
 
 
 def refuse_vocab(cfg: DictConfig, ckpt: Path) -> None:

@@ -12,8 +12,8 @@ A run dir is claimed before anything is computed or written:
 Settings are the task config as composed (before interpolation), less :data:`RESUME_KEYS`.
 Claiming checks that the dir and its existing sub-folders are writable, then writes
 ``.hydra/`` itself (``hydra.output_subdir`` is null), so a refused run leaves the dir as it
-found it. :class:`RunDirCheck` (a Hydra callback) checks the run or sweep dir can be written
-before Hydra configures its log file there.
+found it. :class:`~memsig.tasks.hydra_callbacks.RunDirCheck` checks the run or sweep dir can be
+written before Hydra configures its log file there.
 
 :func:`clean_errors` wraps a task so that a memsig error prints its message alone and exits
 with status 1; ``HYDRA_FULL_ERROR=1`` shows the traceback, as for Hydra's own errors.
@@ -31,10 +31,8 @@ from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from memsig.data.io import atomic_write_bytes
 
@@ -107,28 +105,6 @@ def _differences(old: Any, new: Any, key: str = "") -> Iterator[str]:
         yield f"{key}: {old} -> {new}"
 
 
-class RunDirCheck(Callback):
-    """Hydra callback: stop with a message, before Hydra opens its log file there, when the run
-    dir (``-m``: the sweep dir) cannot be written."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.sweep.dir")
-
-    @staticmethod
-    def _check(config: DictConfig, key: str) -> None:
-        try:
-            folder = Path(str(OmegaConf.select(config, key, throw_on_resolution_failure=True))).absolute()
-        except OmegaConfBaseException:
-            return  # a dir named by run-time values: its job checks it when claiming it
-        try:
-            check_writable(folder)
-        except RunDirError as err:
-            _exit_with(err)
-
-
 def clean_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
     """``task`` with memsig's errors (:data:`USER_ERRORS`, also when a constructor that Hydra calls
     raises one) shown as their message alone (exit status 1) in a single run. A multirun job re-raises, so Hydra records it as failed and the
@@ -143,12 +119,13 @@ def clean_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
             multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
             if not isinstance(cause, USER_ERRORS) or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            _exit_with(cause)
+            exit_with(cause)
 
     return run
 
 
-def _exit_with(err: Exception) -> None:
+def exit_with(err: Exception) -> None:
+    """Print ``err`` as memsig prints its errors and exit with status 1."""
     print(
         f"Error: {type(err).__name__}: {err}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr, flush=True
     )

@@ -1,6 +1,6 @@
 """Collect a multirun's results into tables, picking the best value of a swept option.
 
-:class:`SweepSummary` is a Hydra callback (``hydra.callbacks``): when a multirun ends it
+:class:`~memsig.tasks.hydra_callbacks.SweepSummary` (``hydra.callbacks``): when a multirun ends it
 reads every job's ``metrics.json`` and writes ``summary.csv`` (one row per job) and
 ``best.csv`` (for every combination of the other swept options, the job with the lowest
 ``metric`` over the ``select_over`` options — e.g. the best LM dropout per model size,
@@ -14,9 +14,6 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from memsig.data.io import atomic_write_bytes
 from memsig.report.study import csv_bytes, summarize
@@ -40,16 +37,6 @@ def write_summary(
     for r in best:
         print("  ".join(f"{r.get(k, '')!s:>14}" for k in ["job", *shown]))
     return best
-
-
-class SweepSummary(Callback):
-    """Hydra callback: summarise the sweep when a multirun ends."""
-
-    def __init__(self, metric: str = "val/loss", select_over: list[str] | tuple[str, ...] = ("model.dropout",)) -> None:
-        self.metric, self.select_over = metric, tuple(select_over)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_summary(config.hydra.sweep.dir, self.metric, self.select_over)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Writes into the run dir: ``checkpoints/`` (best by val/loss and ``last.ckpt``), 
 loggers' folders, ``signatures/`` and ``report.html`` (:mod:`memsig.report`) when
 ``signature.probe`` is set, and ``metrics.json``
 (final metrics, best checkpoint, signatures, overrides, wall time) — the file
-:class:`~memsig.tasks.sweep.SweepSummary` and :class:`~memsig.tasks.report.StudyReport`
+:class:`~memsig.tasks.hydra_callbacks.SweepSummary` and :class:`~memsig.tasks.hydra_callbacks.StudyReport`
 collect after a multirun.
 """
 
@@ -21,12 +21,11 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from memsig.models.checkpoint import load_weights
+from memsig.models.checkpoint import load_weights, resolve_checkpoint
 from memsig.models.ngram import NGramLM
 from memsig.probe.count_table import count_table_signature
 from memsig.probe.targets import resolve_probe
 from memsig.report import log_report, write_report
-from memsig.tasks.probe import resolve_checkpoint
 from memsig.tasks.rundir import claim_run_dir
 from memsig.tasks.signatures import evaluate_elsewhere, probe_settings, write_bases, write_signatures
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
