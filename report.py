@@ -1,4 +1,5 @@
-"""Interactive HTML report of a run or multirun: python report.py <dir> (= python -m memsig.report <dir>)."""
+"""The interactive HTML report of a run or multirun (python report.py <dir>), or signature files
+compared side by side (python report.py a.npz b.npz ...); = python -m memsig.report."""
 
 import sys
 

@@ -27,8 +27,8 @@ from memsig.probe.probes import MLPProbe, RidgeProbe
 from memsig.probe.signature import Signature
 from memsig.probe.targets import resolve_probe
 from memsig.report import write_report
+from memsig.report.compare import compare
 from memsig.resolvers import PROJECT_ROOT
-from memsig.tasks.compare import compare
 from memsig.tasks.probe import convergence_warning, refuse_vocab
 from memsig.tasks.rundir import claim_run_dir
 from memsig.vocab import Vocab

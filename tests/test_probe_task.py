@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from memsig.analysis.state_gradients import GradientMemory
 from memsig.probe.signature import Signature
-from memsig.tasks.compare import compare
+from memsig.report.compare import compare
 from memsig.tasks.probe import probe
 from memsig.tasks.rundir import RunDirError
 

@@ -1,4 +1,4 @@
-"""compare.py and the study report: distances on the lags both signatures have, named; no shared
+"""Comparing signature files (report.py a.npz b.npz) and the study report: distances on the lags both signatures have, named; no shared
 cell stops them before anything is written; a file that is not a signature is named as such."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from memsig.probe.signature import Signature, SignatureError
 from memsig.report.__main__ import main as report_main
+from memsig.report.compare import compare
 from memsig.report.study import write_static_report
-from memsig.tasks.compare import compare
 
 from report_helpers import make_signature, write_probe_run, write_sweep
 
@@ -90,3 +90,13 @@ def test_compare_and_report_name_a_file_that_is_not_a_signature(tmp_path, capsys
     (run / "signature.npz").write_bytes(path.read_bytes())
     assert report_main([str(run)]) == 2
     assert f"report: {run / 'signature.npz'} is not a memsig signature file" in capsys.readouterr().err
+
+
+def test_report_py_compares_signature_files(tmp_path, capsys):
+    a, b = toy(tmp_path / "a.npz", [1, 2], 0.9), toy(tmp_path / "b.npz", [1, 2], 0.6)
+    out = tmp_path / "out"
+    assert report_main([str(a), str(b), "--names", "A", "B", "--out", str(out), "--n-boot", "20"]) == 0
+    assert {"side_by_side.png", "difference_A_vs_B.png", "distances.csv"} <= {p.name for p in out.iterdir()}
+    assert "A vs B: 0.3000" in capsys.readouterr().out  # recall 0.9 against 0.6 in every cell
+    with pytest.raises(SystemExit):
+        report_main([str(a)])  # one file: nothing to compare it with

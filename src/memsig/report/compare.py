@@ -1,6 +1,6 @@
 """Compare signature files: side by side on one colour scale, difference maps, distances.
 
-    python compare.py run_a/signature.npz run_b/signature.npz [--names A B] [--state layer1.c] [--out DIR]
+    python report.py run_a/signature.npz run_b/signature.npz [--names A B] [--state layer1.c] [--out DIR]
 
 Writes into ``--out`` (default ``outputs/compare/<date_time>``): ``side_by_side``,
 ``marginal_recall`` and one ``difference_<first>_vs_<other>`` figure per other
@@ -13,7 +13,6 @@ comparison before anything is written.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import time
@@ -65,20 +64,3 @@ def compare(
             print(f"    note: measured on the lags both have, {used}; lags {left_out} are in only one and left out")
     atomic_write_bytes(out / "distances.csv", buf.getvalue().encode())
     return distances
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("signatures", nargs="+", type=Path, help="signature.npz files (two or more)")
-    ap.add_argument("--names", nargs="+", help="a short name per signature (default: run dir names)")
-    ap.add_argument("--state", help="state to compare (default: each signature's first probed state)")
-    ap.add_argument("--out", type=Path, help="output folder")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per pair")
-    args = ap.parse_args(argv)
-    if len(args.signatures) < 2:
-        ap.error("give at least two signature files")
-    compare(args.signatures, args.names, args.state, args.out, args.bootstrap)
-
-
-if __name__ == "__main__":
-    main()
