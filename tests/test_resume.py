@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from memsig.data.text import ResumableLoader
+from memsig.data.loader import ResumableLoader
 from memsig.models.char_lm import CharLM
 from memsig.probe.signature import Signature
 from memsig.resolvers import PROJECT_ROOT
@@ -163,8 +163,8 @@ def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _assert_same_run(a: Path, b: Path) -> None:
-    """Same checkpoints (names, steps, weights, optimizer state bit for bit) and metrics."""
+def _assert_same_run(a: Path, b: Path, steps: int = 2 * WINDOWS) -> None:
+    """Same checkpoints (names, steps, weights, optimizer state bit for bit) and metrics; ``steps`` in all."""
     names = sorted(p.name for p in (a / "checkpoints").glob("*.ckpt"))
     assert names == sorted(p.name for p in (b / "checkpoints").glob("*.ckpt"))
     for name in names:
@@ -174,7 +174,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
             assert torch.equal(v, y["state_dict"][k]), f"{name}: {k} differs"
         for s, t in zip(x["optimizer_states"][0]["state"].values(), y["optimizer_states"][0]["state"].values()):
             assert all(torch.equal(s[k], t[k]) for k in s)
-    assert _load(b / "checkpoints" / "last.ckpt")["global_step"] == 2 * WINDOWS
+    assert _load(b / "checkpoints" / "last.ckpt")["global_step"] == steps
     assert (
         json.loads((a / "metrics.json").read_text())["metrics"]
         == json.loads((b / "metrics.json").read_text())["metrics"]
@@ -274,3 +274,45 @@ def test_sigkilled_probe_resumes_to_the_uninterrupted_signature(trained_lm: dict
     a, b = (Signature.load(d / "signature.npz") for d in (tmp_path / "whole", killed_dir))
     assert a.meta["convergence"] == b.meta["convergence"]  # every head: the same steps, best dev loss, state
     np.testing.assert_array_equal(a.confusion, b.confusion)
+
+
+# --------------------------------------------------------------- speech: LAS, end to end
+LAS_RUN = [
+    "model=las",
+    "data=fsdd",
+    "data.limit={train: 160, dev: 8, test: 8}",
+    "data.batch_seconds=4",
+    "data.spec_augment={_target_: memsig.data.speech.SpecAugment}",  # random masks: the random state resumes too
+    "model.listener_hidden=16",
+    "model.speller_hidden=24",
+    "model.attention_size=12",
+    "model.embedding_size=8",
+    "model.warmup_steps=0",
+    "trainer.max_epochs=2",
+    "callbacks.last_checkpoint.every_n_train_steps=2",
+    "~callbacks.rich_progress_bar",
+    "logger=csv",
+    "test=false",
+]
+
+
+def _las_cmd(run_dir: Path) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "train.py"), *LAS_RUN, f"hydra.run.dir={run_dir}"]
+
+
+def test_sigkilled_las_run_resumes_mid_epoch_bit_exactly(tmp_path: Path):
+    """The speech loader resumes like the text one: a LAS run (dropout, SpecAugment) killed with
+    SIGKILL in its second epoch, run again with the same command, ends as the run never stopped."""
+    whole = subprocess.run(_las_cmd(tmp_path / "whole"), capture_output=True, text=True, env=_env(), timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    steps = _load(tmp_path / "whole" / "checkpoints" / "last.ckpt")["global_step"]
+    per_epoch = steps // 2
+    run_dir = tmp_path / "killed"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    _kill_when(_las_cmd(run_dir), lambda: last.is_file() and _load(last)["global_step"] > per_epoch + 1, 300)
+    killed = _load(last)
+    loader = killed["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert killed["epoch"] == 1 and 0 < loader["position"] < per_epoch  # mid-epoch
+    resumed = subprocess.run(_las_cmd(run_dir), capture_output=True, text=True, env=_env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_run(tmp_path / "whole", run_dir, steps)

@@ -24,7 +24,7 @@ Every batch is a dict::
     segment_ids [B] long   (segment regime) each row's segment, its index in the split
     lam      [K] or [B, K] (with ``lambdas``) input statistics for the factorized LM
 
-The training loader is a :class:`ResumableLoader`: checkpoints record how far into the
+The training loader is a :class:`~memsig.data.loader.ResumableLoader`: checkpoints record how far into the
 epoch training got, so a run resumed from a mid-epoch ``last.ckpt`` goes on with the next
 window (the model saves the state it carries, see ``CharLM.on_save_checkpoint``).
 """
@@ -40,11 +40,12 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from memsig.data.corpora import Corpus, Splits
 from memsig.data.io import CorpusError
 from memsig.data.lambdas import InputStatistics, LambdaBatches, SplitCounts, moments
+from memsig.data.loader import ResumableTraining
 from memsig.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -145,105 +146,6 @@ class SegmentBatches(Dataset):
         }
 
 
-class _PassOrder(Sampler[int]):
-    """The items of one pass over a dataset from position ``start``, in order or shuffled.
-
-    Lightning calls ``set_epoch`` before every training epoch; :class:`ResumableLoader`
-    sets ``order`` (``None``: 0..n-1) and ``start`` before each pass. ``len`` is always the
-    whole pass, so Lightning's batch count for a resumed epoch stays right.
-    """
-
-    def __init__(self, n: int, shuffle: bool) -> None:
-        self.n, self.shuffle = n, shuffle
-        self.epoch = 0
-        self.order: list[int] | None = None
-        self.start = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return iter((range(self.n) if self.order is None else self.order)[self.start :])
-
-
-def _rng_state() -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return {"torch": torch.get_rng_state(), "cuda": cuda}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-class ResumableLoader(DataLoader):
-    """A loader of whole batches (dataset items) that can resume in the middle of a pass.
-
-    Lightning saves a training loader's ``state_dict()`` in every checkpoint and, when a fit
-    resumes mid-epoch, calls ``load_state_dict()`` before the first pass (``TextDataModule``
-    keeps a copy that is restored at any resume). The state is the epoch, the number of
-    batches handed out in it, the pass's order (``shuffle``) and torch's random state (CPU
-    and current CUDA device). A resumed pass of the same epoch skips the batches already
-    trained on and sets the random state back to what it was when the checkpoint was taken,
-    so dropout masks and later shuffles are those of an uninterrupted run. A checkpoint
-    taken at the end of an epoch resumes with a fresh pass (new order) of the next one.
-
-    Args:
-        dataset: a map-style dataset whose items are batches.
-        shuffle: a new random order for every pass: from torch's global generator, or with
-            ``seed`` from a generator seeded by (``seed``, epoch), whatever else draws numbers.
-        seed: see ``shuffle``.
-        kwargs: passed to :class:`~torch.utils.data.DataLoader` (not batch_size/sampler).
-    """
-
-    def __init__(self, dataset: Dataset, shuffle: bool = False, seed: int | None = None, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=None, sampler=_PassOrder(len(dataset), shuffle), **kwargs)  # type: ignore[arg-type]
-        self.seed = seed
-        self._position = 0  # batches of the current pass handed out
-        self._resume: dict[str, Any] | None = None
-
-    def __iter__(self):  # a generator: the pass is set up at the first next(), after set_epoch
-        order: _PassOrder = self.sampler  # type: ignore[assignment]
-        resume, self._resume = self._resume, None
-        mid_pass = (
-            resume is not None
-            and resume["epoch"] == order.epoch
-            and 0 < resume["position"] < order.n
-            and (resume["order"] is None or len(resume["order"]) == order.n)
-        )
-        if mid_pass:
-            order.order, order.start = resume["order"], resume["position"]  # type: ignore[index]
-        else:
-            if resume is not None:
-                _set_rng_state(resume["rng"])  # as it was when the epoch before ended
-            order.order = (
-                torch.randperm(order.n, generator=self._generator(order.epoch)).tolist() if order.shuffle else None
-            )
-            order.start = 0
-        self._position = order.start
-        batches = super().__iter__()
-        if mid_pass:
-            _set_rng_state(resume["rng"])  # type: ignore[index]  # as after the last batch trained on
-        for batch in batches:
-            self._position += 1
-            yield batch
-
-    def _generator(self, epoch: int) -> torch.Generator | None:
-        """The shuffle's generator for ``epoch``: None (torch's global one) without a seed."""
-        return None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        order: _PassOrder = self.sampler  # type: ignore[assignment]
-        return {"epoch": order.epoch, "position": self._position, "order": order.order, "rng": _rng_state()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume = dict(state_dict)
-
-
 def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
     """Entropy in nats of the symbol frequencies of ``ids`` ``[N]`` (the unigram baseline)."""
     counts = torch.bincount(ids.long().flatten(), minlength=vocab_size).double()
@@ -251,7 +153,7 @@ def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
     return float(-(p * p.log()).sum())
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(ResumableTraining, L.LightningDataModule):
     """Character-level batches of a text corpus (see module docstring for the regimes).
 
     Args:
@@ -312,8 +214,6 @@ class TextDataModule(L.LightningDataModule):
         self._groups: dict[str, Tensor] = {}
         self._encoded_segments: dict[str, list[Tensor]] = {}
         self.segments: dict[str, list[str]] | None = None
-        self._train_loader: ResumableLoader | None = None
-        self._train_resume: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ preparing
     def setup(self, stage: str | None = None) -> None:
@@ -434,29 +334,13 @@ class TextDataModule(L.LightningDataModule):
         return self._groups[split]
 
     def train_dataloader(self) -> DataLoader:
-        loader = ResumableLoader(self.dataset("train"), shuffle=self.regime == "segment")
-        if self._train_resume is not None:
-            loader.load_state_dict(self._train_resume)
-            self._train_resume = None
-        self._train_loader = loader
-        return loader
+        return self.resumable_loader(self.dataset("train"), shuffle=self.regime == "segment")
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("dev"), batch_size=None)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("test"), batch_size=None)
-
-    # ---------------------------------------------------------------- checkpoints
-    # Lightning restores a training loader's own state only when a fit resumes mid-epoch.
-    # This copy (always restored) also sets the random state back when it resumes at the
-    # end of an epoch, so the next epoch's dropout masks and order are an uninterrupted run's.
-    def state_dict(self) -> dict[str, Any]:
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        fitting = self.trainer is None or self.trainer.state.fn == "fit"
-        self._train_resume = state_dict.get("train_loader") if fitting else None
 
 
 def _positive_int(value: Any) -> bool:

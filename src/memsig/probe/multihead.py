@@ -253,7 +253,7 @@ class MultiHeadProbe(L.LightningModule):
         return sum(c.nbytes for c in self._cache.values())
 
     def train_dataloader(self) -> DataLoader:
-        from memsig.data.text import ResumableLoader
+        from memsig.data.loader import ResumableLoader
 
         if self.hparams.cache:
             chunks = PositionChunks(len(self._cache["train"]), self.hparams.batch_positions, self.hparams.seed)

@@ -36,10 +36,11 @@ import lightning as L
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from memsig.data.io import CorpusError
+from memsig.data.loader import ResumableTraining
 from memsig.data.speech.audio import AudioError, read_audio
 from memsig.data.speech.corpora import SPLITS, SpeechCorpus
 from memsig.data.speech.features import LogMel, SpecAugment
@@ -132,26 +133,6 @@ class BucketBatches(Dataset):
         return self.collate([self.examples[j] for j in self.batches[i]])
 
 
-class EpochOrder(Sampler[int]):
-    """``0..n-1`` in order, or (``shuffle``) permuted by a generator seeded with ``seed + epoch``."""
-
-    def __init__(self, n: int, shuffle: bool = False, seed: int = 0) -> None:
-        self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.n))
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
-
-
 class _Skip(Exception):
     """An utterance left out of the data: ``kind`` (for the log summary) and ``reason``."""
 
@@ -160,7 +141,7 @@ class _Skip(Exception):
         self.kind, self.reason = kind, reason
 
 
-class SpeechDataModule(L.LightningDataModule):
+class SpeechDataModule(ResumableTraining, L.LightningDataModule):
     """Log-mel features and grapheme targets of a speech corpus (see module docstring).
 
     Args:
@@ -325,21 +306,26 @@ class SpeechDataModule(L.LightningDataModule):
             equal_share=train,
         )
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        batches = self._batches(split, train)
+    def _loader(self, split: str) -> DataLoader:
         return DataLoader(
-            batches,
+            self._batches(split, train=False),
             batch_size=None,
-            sampler=EpochOrder(len(batches), shuffle=train, seed=self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        """Shuffled per epoch by ``seed``; resumable mid-epoch (:class:`~memsig.data.loader.ResumableTraining`)."""
+        return self.resumable_loader(
+            self._batches("train", train=True),
+            shuffle=True,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("dev", train=False)
+        return self._loader("dev")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._loader("test")
