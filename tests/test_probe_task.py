@@ -64,6 +64,18 @@ def test_probe_writes_signature_figures_and_summary(probe_run, trained_lm):
     assert summary["accuracy"]["layer1.c"] == [round(float(a), 4) for a in sig.accuracy[0]]
 
 
+def test_probe_draws_the_backward_context_baseline_and_the_lift(probe_run):
+    """Beside a text signature: what the later symbols alone imply, on the same test positions."""
+    out = probe_run["dir"]
+    sig, base = Signature.load(out / "signature.npz"), Signature.load(out / "baseline.npz")
+    assert base.states == ["backward"] and base.lags == sig.lags
+    np.testing.assert_array_equal(base.support[0], sig.support[0])  # the same positions and targets
+    assert base.meta["probe"]["later_symbols"] == [1, 2, 4]  # δ later symbols help at these lags
+    assert (base.accuracy[0] > base.majority_rate[0]).all() and sig.accuracy[0, 0] > base.accuracy[0, 0]
+    assert (out / "figures" / "lift_layer1.c.png").stat().st_size > 10_000
+    assert json.loads((out / "probe.json").read_text())["baseline"] == str(out / "baseline.npz")
+
+
 def test_probe_writes_state_gradients_and_their_correlation_with_recall(probe_run):
     out = probe_run["dir"]
     grad = GradientMemory.load(out / "gradients.npz")

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from memsig.probe.controls import ControlledSource, state_parts
-from memsig.probe.targets import LeftContext, bigram_labels, lag_targets, next_symbol_counts
+from memsig.probe.targets import LeftContext, StreamBlocks, bigram_labels, lag_targets, next_symbol_counts
 from memsig.states import StateSource
 
 CACHE_VERSION = 1
@@ -220,8 +220,7 @@ def _write(
     targets_file, blocks_file = open(out / "targets.bin", "wb"), open(out / "blocks.bin", "wb")  # noqa: SIM115
     dims: dict[str, int] = {}
     forward = torch.zeros(c * c, dtype=torch.long)
-    stream_ids = torch.zeros(0, dtype=torch.long)
-    next_stream, block_of, n = 0, {}, 0
+    blocks_of, n = StreamBlocks(block_len), 0
     steps = range(len(data))
     if progress:
         from rich.progress import track
@@ -238,16 +237,8 @@ def _write(
                 if target == "bigram":
                     ext, history, mask = bigram_labels(ext, c), history - 1, mask & (history >= 1)
                 labels, valid = lag_targets(ext, history, mask, list(lags))
-                b = sb.symbols.shape[0]
-                if not carry or len(stream_ids) != b:
-                    stream_ids = torch.arange(next_stream, next_stream + b)
-                    next_stream += b
-                keep = valid.any(-1).flatten().cpu()
-                idx = keep.nonzero().squeeze(1)
-                rows = stream_ids[:, None].expand(b, sb.symbols.shape[1]).flatten()[idx]
-                chunks = (sb.history.flatten().cpu()[idx] // block_len).clamp(min=0)
-                blocks = [block_of.setdefault(k, len(block_of)) for k in zip(rows.tolist(), chunks.tolist())]
-                blocks_file.write(np.asarray(blocks, dtype=np.int32).tobytes())
+                idx = valid.any(-1).flatten().cpu().nonzero().squeeze(1)
+                blocks_file.write(np.asarray(blocks_of(sb.history.cpu(), carry, idx), dtype=np.int32).tobytes())
                 y = torch.where(valid, labels, -1).flatten(0, 1).cpu()[idx]
                 targets_file.write(y.to(torch.int16).numpy().tobytes())
                 for s in specs:
@@ -272,7 +263,7 @@ def _write(
         "lags_count": len(lags),
         "dims": dims,
         "files": {s: f"state{i}.bin" for i, s in enumerate(specs)},
-        "num_blocks": len(block_of),
+        "num_blocks": blocks_of.num_blocks,
         "forward": forward.tolist() if forward.sum() else None,
         "num_symbols": c,
     }

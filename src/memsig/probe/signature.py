@@ -273,6 +273,10 @@ class Signature:
             return "ridge preview (closed form, not a converged MLP signature)"
         if kind == "count_table":
             return "count-table decoder (exact for an n-gram model)"
+        if kind == "backward_context":
+            return (
+                f"backward-context baseline: a reversed {probe['order']}-gram reading only the symbols after the target"
+            )
         heads = [ok for record in self.meta.get("convergence", {}).values() for ok in record["converged"]]
         if not heads:
             return "MLP probe (convergence not recorded: a fixed-epoch signature)"

@@ -152,6 +152,31 @@ class LeftContext:
         self._prev.clear()
 
 
+class StreamBlocks:
+    """The test bootstrap's block of each position: a stretch of ``block_len`` consecutive symbols
+    of one stream (a batch row, followed across batches while ``carry`` holds)."""
+
+    def __init__(self, block_len: int) -> None:
+        self.block_len = block_len
+        self._streams = torch.zeros(0, dtype=torch.long)
+        self._next = 0
+        self._index: dict[tuple[int, int], int] = {}
+
+    def __call__(self, history: Tensor, carry: bool, keep: Tensor) -> list[int]:
+        """Block ids of the positions ``keep`` (flat indices into ``history`` ``[B, T]``)."""
+        b, t = history.shape
+        if not carry or len(self._streams) != b:
+            self._streams = torch.arange(self._next, self._next + b)
+            self._next += b
+        rows = self._streams[:, None].expand(b, t).flatten()[keep]
+        chunks = (history.flatten().cpu()[keep] // self.block_len).clamp(min=0)
+        return [self._index.setdefault(k, len(self._index)) for k in zip(rows.tolist(), chunks.tolist())]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._index)
+
+
 def lag_targets(
     ext: Tensor, history: Tensor, mask: Tensor, lags: list[int], common: bool = False
 ) -> tuple[Tensor, Tensor]:

@@ -133,6 +133,30 @@ def write_gradients(
     return grad.meta["correlation"], figures
 
 
+def write_baseline(
+    settings: DictConfig | None, datamodule: Any, sig: Signature, out: Path, formats: list[str]
+) -> tuple[Signature | None, list[Path]]:
+    """The backward-context baseline beside a signature of text symbols (``conf/probe.yaml``:
+    ``baseline``; :mod:`memsig.probe.backward`): ``baseline.npz`` on the signature's lags and test
+    blocks, its heatmap, and per real state the lift map (signature − baseline). ``(None, [])`` for
+    other data or targets, or with ``baseline=null``."""
+    from memsig.plots import difference_map, save_figure, signature_heatmap
+    from memsig.probe.backward import STATE, backward_baseline
+
+    probe = sig.meta.get("probe", {})
+    if not settings or not isinstance(datamodule, TextDataModule) or probe.get("target", "symbol") != "symbol":
+        return None, []
+    meta = {key: sig.meta[key] for key in ("data", "split", "checkpoint") if key in sig.meta}
+    base = backward_baseline(datamodule, sig.lags, settings.order, probe.get("block_len", 256), meta)
+    base.save(out / "baseline.npz")
+    note = f"x_(t−δ) from the {base.meta['probe']['order'] - 1} or fewer symbols after it, no state"
+    paths = save_figure(signature_heatmap(base, STATE, note), out / "figures" / "heatmap_baseline", formats)
+    for state in sig.real_states:
+        lift = difference_map(sig, base, state, STATE, labels=("state", "later symbols"))
+        paths += save_figure(lift, out / "figures" / f"lift_{state.replace('+', '_')}", formats)
+    return base, paths
+
+
 def log_to_wandb(loggers: list[Any], sig_path: Path, figures: list[Path]) -> None:
     """Heatmaps as images and signature + figures as a ``signature`` artifact, if wandb logs."""
     from lightning.pytorch.loggers import WandbLogger
@@ -228,6 +252,8 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
         sig_path = sig.save(out / "signature.npz")
         figures = write_figures(sig, out / "figures", list(cfg.plot_formats), list(cfg.get("confusion_lags") or []))
+        baseline, baseline_figures = write_baseline(cfg.get("baseline"), datamodule, sig, out, list(cfg.plot_formats))
+        figures += baseline_figures
         correlation = None
         if cfg.get("gradients"):
             correlation, grad_figures = write_gradients(
@@ -237,6 +263,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
         log_to_wandb(loggers, sig_path, figures)
         result = {
             "signature": str(sig_path),
+            "baseline": str(out / "baseline.npz") if baseline is not None else None,
             "gradient_correlation": correlation,
             "figures": [str(p) for p in figures],
             "overrides": task_overrides(),
@@ -268,8 +295,14 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
                 if cache
                 else ""
             )
+            lift = (
+                f"\nwhat the later symbols alone imply (the signature minus it: the lift, figures/lift_*):\n"
+                f"{baseline.table()}"
+                if baseline is not None
+                else ""
+            )
             print(
-                f"marginal recall per lag (test split):\n{sig.table()}{floor}{rho}{warn}{cached}\n"
+                f"marginal recall per lag (test split):\n{sig.table()}{lift}{floor}{rho}{warn}{cached}\n"
                 f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nreport:     {report}\n"
                 f"wall time:  {result['wall_time_s']} s",
                 flush=True,
