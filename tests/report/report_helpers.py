@@ -103,13 +103,19 @@ def write_train_run(
 
 def write_probe_run(root: Path) -> Path:
     """``root/outputs/probe``: a probe run of ``root/outputs/train``'s checkpoint, with the checkpoint path
-    relative to ``root`` as probe.py records it (relative to where it ran), and a noise floor."""
+    relative to ``root`` as probe.py records it (relative to where it ran), a noise floor and a
+    backward-context baseline."""
     train = write_train_run(root / "outputs" / "train")
     main = Signature.load(train / "signatures" / "main.npz")
     main.meta["checkpoint"] = str(Path(main.meta["checkpoint"]).relative_to(root))
     main.meta["noise_floor"] = {state: [0.01 + 0.002 * i, 0.008, 0.015] for i, state in enumerate(STATES)}
     run = root / "outputs" / "probe"
     main.save(run / "signature.npz")
+    base = make_signature(memory=1.0, seed=7)  # the later symbols imply less than the states recall
+    kind = {"kind": "backward_context", "order": 8, "later_symbols": [min(lag, 7) for lag in LAGS]}
+    Signature(
+        ["backward"], base.lags, base.symbols, base.confusion[:1], base.ce_bits[:1], base.prior, meta={"probe": kind}
+    ).save(run / "baseline.npz")
     (run / "probe.json").write_text(json.dumps({"wall_time_s": 3.2}))
     return run
 

@@ -80,7 +80,7 @@ def test_probe_run_page_renders_every_figure(browser: str, tmp_path: Path) -> No
     write_gradients(probe_run, Signature.load(probe_run / "signature.npz"))
     page = write_report(probe_run)
     ids = figure_ids(page)
-    assert len(ids) == 2 + 1 + 2 + 2  # heatmaps, recall curves, gradient decay + spectra, gradient maps
+    assert len(ids) == 2 + 1 + 2 + 2 + 2  # heatmaps, recall curves, baseline + lift, gradient decay + spectra, maps
     dom = run_browser(browser, page, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert not console_errors(dom.stderr), console_errors(dom.stderr)

@@ -173,6 +173,14 @@ def correlation_rows(correlation: dict[str, Any], lags: list[int]) -> list[dict[
     return rows
 
 
+BASELINE_NOTE = (
+    "In text, recalling x_(t−δ) is partly inference: the symbols after it imply much of it. The "
+    "backward-context baseline knows only those (a Kneser-Ney n-gram of the reversed training text, "
+    "scored on the signature's own test positions); the lift, signature minus baseline, is the recall "
+    "the later symbols cannot explain (red: the state recalls more, blue: the later symbols imply more)."
+)
+
+
 # -------------------------------------------------------------------------------------- pages
 def _intro(page: Page, what: str, path: Path) -> None:
     page.heading(page.title, 1)
@@ -238,6 +246,20 @@ def _gradient_section(page: Page, grad: GradientLike) -> None:
         page.table(correlation_rows(correlation, list(grad.lags)))
 
 
+def _baseline_section(page: Page, sig: Signature, base: Signature) -> None:
+    """The backward-context baseline of ``sig``: its recall per lag, its heatmap and the lift map of
+    every real state (a menu picks the state)."""
+    state = base.states[0]
+    page.heading("What the later symbols alone imply")
+    page.text(BASELINE_NOTE)
+    page.table(recall_rows({"backward context": base}))
+    page.figure("baseline/heatmap", signature_heatmap(base, state), f"{base.provenance()}: recall (%) of x_(t−δ).")
+    named = {**dict.fromkeys(sig.real_states, sig), "later symbols": base}
+    states = {**{s: s for s in sig.real_states}, "later symbols": state}
+    pairs = [(s, "later symbols") for s in sig.real_states]
+    page.figure("baseline/lift map", difference_maps(named, states, pairs), "Lift: signature − baseline, in points.")
+
+
 def _run_page(run: RunResults) -> Page:
     page = Page(f"memsig report — {run.run_dir.name}")
     _intro(page, f"{run.kind.capitalize()} run", run.run_dir)
@@ -255,6 +277,8 @@ def _run_page(run: RunResults) -> Page:
             page.table(settings_rows(first.meta[key]), details=f"Full {what}")
     for name, sig in run.signatures.items():
         _signature_section(page, name, sig, "Signature" if len(run.signatures) == 1 else f"Signature '{name}'")
+    if run.baseline is not None:
+        _baseline_section(page, first, run.baseline)
     if run.gradients is not None:
         _gradient_section(page, run.gradients)
     return page

@@ -49,6 +49,7 @@ class RunResults:
         train_result: that run's ``metrics.json`` (None: not found).
         probe_result: ``probe.json`` of a probe run (None otherwise).
         gradients: the run's state gradients (``gradients.npz``), None when it has none.
+        baseline: the backward-context baseline of a probe run (``baseline.npz``), or None.
     """
 
     kind: Kind
@@ -58,6 +59,7 @@ class RunResults:
     train_result: dict[str, Any] | None
     probe_result: dict[str, Any] | None
     gradients: GradientLike | None
+    baseline: Signature | None = None
 
 
 def kind_of(path: Path) -> Kind:
@@ -145,4 +147,5 @@ def load_run(run_dir: Path, kind: Kind) -> RunResults:
         _json(train_dir / METRICS) if train_dir else None,
         _json(run_dir / "probe.json") if kind == "probe" else None,
         load_gradients(run_dir),
+        Signature.load(run_dir / "baseline.npz") if (run_dir / "baseline.npz").is_file() else None,
     )
