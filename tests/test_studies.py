@@ -56,6 +56,9 @@ def test_gru_shakespeare_signature_has_heatmap_and_forward_accuracy(tmp_path: Pa
     png = run / "signatures" / "main" / "heatmap_layer1.h.png"
     assert png.is_file() and png.stat().st_size > 10_000
     assert json.loads((run / "metrics.json").read_text())["signatures"]["main"] == str(run / "signatures" / "main.npz")
+    base = Signature.load(run / "baseline.npz")  # beside the main signature: what the later symbols imply
+    assert base.lags == sig.lags and (base.support[0] == sig.support[0]).all()
+    assert (run / "signatures" / "main" / "lift_layer1.h.png").is_file()
 
 
 def test_kernel_size_study_reports_eight_models(tmp_path: Path, tiny_corpus: Path):

@@ -134,12 +134,13 @@ def write_gradients(
 
 
 def write_baseline(
-    settings: DictConfig | None, datamodule: Any, sig: Signature, out: Path, formats: list[str]
+    settings: DictConfig | None, datamodule: Any, sig: Signature, out: Path, formats: list[str], figures: Path
 ) -> tuple[Signature | None, list[Path]]:
-    """The backward-context baseline beside a signature of text symbols (``conf/probe.yaml``:
-    ``baseline``; :mod:`memsig.probe.backward`): ``baseline.npz`` on the signature's lags and test
-    blocks, its heatmap, and per real state the lift map (signature − baseline). ``(None, [])`` for
-    other data or targets, or with ``baseline=null``."""
+    """The backward-context baseline beside a signature of text symbols (``baseline`` in
+    ``conf/probe.yaml``, ``signature.baseline`` in ``conf/train.yaml``; :mod:`memsig.probe.backward`):
+    ``out/baseline.npz`` on the signature's lags and test blocks, and in ``figures`` its heatmap and
+    per real state the lift map (signature − baseline). ``(None, [])`` for other data or targets,
+    or with a null ``settings``."""
     from memsig.plots import difference_map, save_figure, signature_heatmap
     from memsig.probe.backward import STATE, backward_baseline
 
@@ -150,10 +151,10 @@ def write_baseline(
     base = backward_baseline(datamodule, sig.lags, settings.order, probe.get("block_len", 256), meta)
     base.save(out / "baseline.npz")
     note = f"x_(t−δ) from the {base.meta['probe']['order'] - 1} or fewer symbols after it, no state"
-    paths = save_figure(signature_heatmap(base, STATE, note), out / "figures" / "heatmap_baseline", formats)
+    paths = save_figure(signature_heatmap(base, STATE, note), figures / "heatmap_baseline", formats)
     for state in sig.real_states:
         lift = difference_map(sig, base, state, STATE, labels=("state", "later symbols"))
-        paths += save_figure(lift, out / "figures" / f"lift_{state.replace('+', '_')}", formats)
+        paths += save_figure(lift, figures / f"lift_{state.replace('+', '_')}", formats)
     return base, paths
 
 
@@ -252,7 +253,9 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
             sig.meta["noise_floor"] = noise_floor(cfg, model, datamodule, sig, out)
         sig_path = sig.save(out / "signature.npz")
         figures = write_figures(sig, out / "figures", list(cfg.plot_formats), list(cfg.get("confusion_lags") or []))
-        baseline, baseline_figures = write_baseline(cfg.get("baseline"), datamodule, sig, out, list(cfg.plot_formats))
+        baseline, baseline_figures = write_baseline(
+            cfg.get("baseline"), datamodule, sig, out, list(cfg.plot_formats), out / "figures"
+        )
         figures += baseline_figures
         correlation = None
         if cfg.get("gradients"):

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.data.io import sha256_of
 from memsig.models.checkpoint import load_model
 from memsig.probe.probes import PROBES
-from memsig.tasks.probe import source_meta, without_augmentation, write_figures
+from memsig.tasks.probe import source_meta, without_augmentation, write_baseline, write_figures
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,13 @@ def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Pa
         write_figures(sig, out / "signatures" / name, list(cfg.signature.plot_formats))
         print(f"signature {name}: marginal recall per lag\n{sig.table()}", flush=True)
         written[name] = str(path)
+        if name == "main":
+            formats = list(cfg.signature.plot_formats)
+            base, _ = write_baseline(
+                cfg.signature.get("baseline"), datamodule, sig, out, formats, out / "signatures" / name
+            )
+            if base is not None:
+                print(f"what the later symbols alone imply (baseline.npz):\n{base.table()}", flush=True)
     return written
 
 
