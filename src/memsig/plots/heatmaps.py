@@ -167,6 +167,30 @@ def difference_map(
     return fig
 
 
+def memory_and_inference(sig: Signature, base: Signature, state: str) -> Figure:
+    """Three panels on the same lags and symbols: the state's recall, the backward-context
+    baseline's (what the later symbols alone imply; one 0–100 % scale for both), and the lift,
+    recall minus baseline (diverging: red = the state recalls more than inference gives)."""
+    lags, symbols, ra, rb = aligned_recall(sig, base, state, base.states[0], same_symbols=False)
+    lift = 100 * (ra - rb)
+    vmax = max(float(np.nanmax(np.abs(lift), initial=0.0)), 1.0)
+    fig = Figure(figsize=(2.5 + 3 * (0.8 + CELL * len(symbols)), 1.9 + CELL * len(lags)), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for j, (ax, values, title) in enumerate(
+        zip(axes[:2], (ra, rb), (f"{state}: recall of x(t−δ)", "later symbols alone (baseline)"))
+    ):
+        image = _grid(ax, 100 * values)
+        _label(ax, lags, symbols, ylabel=j == 0)
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=list(axes[:2]), label="recall (%)", shrink=0.9)
+    diverging = _grid(axes[2], lift, "RdBu_r", Normalize(-vmax, vmax))
+    _label(axes[2], lags, symbols, ylabel=False)
+    axes[2].set_title("lift: memory beyond inference", fontsize=10)
+    fig.colorbar(diverging, ax=axes[2], label="recall − baseline (points)", shrink=0.9)
+    _nan_note(fig, lift, max(sig.min_support, base.min_support))
+    return fig
+
+
 def confusion_plot(sig: Signature, state: str, lag: int) -> Figure:
     """Row-normalised confusion ``[true, predicted]`` (%) of the decoder (``state``, ``lag``)."""
     if lag not in sig.lags:

@@ -139,9 +139,9 @@ def write_baseline(
     """The backward-context baseline beside a signature of text symbols (``baseline`` in
     ``conf/probe.yaml``, ``signature.baseline`` in ``conf/train.yaml``; :mod:`memsig.probe.backward`):
     ``out/baseline.npz`` on the signature's lags and test blocks, and in ``figures`` its heatmap and
-    per real state the lift map (signature − baseline). ``(None, [])`` for other data or targets,
+    per real state the recall, the baseline and the lift (signature − baseline) side by side. ``(None, [])`` for other data or targets,
     or with a null ``settings``."""
-    from memsig.plots import difference_map, save_figure, signature_heatmap
+    from memsig.plots import memory_and_inference, save_figure, signature_heatmap
     from memsig.probe.backward import STATE, backward_baseline
 
     probe = sig.meta.get("probe", {})
@@ -153,7 +153,7 @@ def write_baseline(
     note = f"x_(t−δ) from the {base.meta['probe']['order'] - 1} or fewer symbols after it, no state"
     paths = save_figure(signature_heatmap(base, STATE, note), figures / "heatmap_baseline", formats)
     for state in sig.real_states:
-        lift = difference_map(sig, base, state, STATE, labels=("state", "later symbols"))
+        lift = memory_and_inference(sig, base, state)
         paths += save_figure(lift, figures / f"lift_{state.replace('+', '_')}", formats)
     return base, paths
 
