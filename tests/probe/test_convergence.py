@@ -57,12 +57,6 @@ def converged(converged_run):
     return converged_run[0]
 
 
-@pytest.mark.slow  # ~10 min; the converged fixture and test_resume's probe resume cover its path
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 16): reopened after converging with the default rule (4,900 steps) and trained "
-    "9,800 steps more at its final learning rate, recall moved by 0.008 at δ=2 and 0.007 at δ=4",
-)
 def test_continuing_a_converged_probe_for_twice_its_steps_moves_recall_by_less_than_0_005(
     tiny, converged_run, tmp_path, one_thread
 ):

@@ -146,7 +146,7 @@ class MultiHeadProbe(L.LightningModule):
         patience: int = 6,
         min_rel_improvement: float = 0.001,
         min_improvement: float = 0.001,
-        anneals: int = 1,
+        anneals: int = 2,
         anneal_factor: float = 0.1,
         patience_fraction: float = 0.0,
         max_steps: int = 100_000,
