@@ -54,7 +54,7 @@ class ResumableLoader(DataLoader):
     """A loader of whole batches (dataset items) that can resume in the middle of a pass.
 
     Lightning saves a training loader's ``state_dict()`` in every checkpoint and, when a fit
-    resumes mid-epoch, calls ``load_state_dict()`` before the first pass (``TextDataModule``
+    resumes mid-epoch, calls ``load_state_dict()`` before the first pass (:class:`ResumableTraining`
     keeps a copy that is restored at any resume). The state is the epoch, the number of
     batches handed out in it, the pass's order (``shuffle``) and torch's random state (CPU
     and current CUDA device). A resumed pass of the same epoch skips the batches already

@@ -37,16 +37,20 @@ Cell = Literal["lstm", "gru"]
 LayerState = Tensor | tuple[Tensor, Tensor]  # GRU: h [1, B, H]; LSTM: (h, c)
 LOG2E = 1.0 / math.log(2.0)
 MAX_SKIPPED_IN_A_ROW = 10  # overflowing steps in a row before training gives up
-DIVERGED = 10.0  # a training cross-entropy above DIVERGED · log V has diverged (see divergence_bound)
+DIVERGED = 10.0  # a training cross-entropy above DIVERGED · log V has diverged (see divergence)
 log = logging.getLogger(__name__)
 
 
-def divergence_bound(num_classes: int) -> float:
-    """The training cross-entropy, in nats per symbol, above which training has diverged: ``DIVERGED``
-    times ``log V``, the loss of the uniform guess over ``V = num_classes``. Training starts near
-    ``log V`` and falls from there, so a finite loss far above it comes only from runaway weights
-    (e.g. too high a learning rate), never from a hard batch."""
-    return DIVERGED * math.log(num_classes)
+def divergence(loss: Tensor, num_classes: int) -> str | None:
+    """Why a finite training cross-entropy ``loss`` (nats per symbol) means training has diverged,
+    as a parenthesis for the error message, or None. The bound is ``DIVERGED`` times ``log V``,
+    the loss of the uniform guess over ``V = num_classes``: training starts near ``log V`` and
+    falls from there, so a finite loss far above it comes only from runaway weights (e.g. too high
+    a learning rate), never from a hard batch."""
+    bound = DIVERGED * math.log(num_classes)
+    if not bool(torch.isfinite(loss)) or loss <= bound:
+        return None
+    return f" (diverged: above {bound:.1f} = {DIVERGED:g} × log {num_classes}, the uniform guess's loss)"
 
 
 def lstm_cell_states(
@@ -352,12 +356,10 @@ class CharLM(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self._token_losses(batch, "train").mean()
-        v = len(self.vocab)
-        bound = divergence_bound(v)
-        if not torch.isfinite(loss) or loss > bound:
-            why = f" (diverged: above {bound:.1f} = {DIVERGED:g} × log {v}, the uniform guess's loss)"
+        why = divergence(loss, len(self.vocab))
+        if why or not torch.isfinite(loss):
             raise FloatingPointError(
-                f"training loss is {loss.item():.4g} at step {self.global_step}{why if loss.isfinite() else ''}: "
+                f"training loss is {loss.item():.4g} at step {self.global_step}{why or ''}: "
                 "lower model.lr, set trainer.gradient_clip_val, or resume from the last good checkpoint (ckpt_path=...)"
             )
         self.log("train/loss", loss, prog_bar=True)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from memsig.models.char_lm import DIVERGED, divergence_bound
+from memsig.models.char_lm import divergence
 from memsig.models.las.align import attention_centres, ctc_centres, frames_at
 from memsig.models.las.attention import Attention, diagonal_centres, guide_penalty
 from memsig.models.las.decode import beam_search, ctc_greedy, greedy
@@ -208,13 +208,10 @@ class LAS(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss, parts, _ = self._losses(batch, self.hparams.sampling)
-        classes = self.eos + 1
-        bound = divergence_bound(classes)
-        if parts["att_loss"] > bound:
+        if why := divergence(parts["att_loss"], self.eos + 1):
             raise FloatingPointError(
-                f"LAS attention loss is {parts['att_loss'].item():.4g} at step {self.global_step} (diverged: above "
-                f"{bound:.1f} = {DIVERGED:g} × log {classes}, the uniform guess's loss): lower model.lr, keep "
-                "trainer.gradient_clip_val set, or resume from the last good checkpoint (ckpt_path=...)"
+                f"LAS attention loss is {parts['att_loss'].item():.4g} at step {self.global_step}{why}: lower "
+                "model.lr, keep trainer.gradient_clip_val set, or resume from the last good checkpoint (ckpt_path=...)"
             )
         b = len(batch["token_lengths"])
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
