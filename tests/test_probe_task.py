@@ -50,7 +50,8 @@ def probe_run(trained_lm, tmp_path_factory):
 def test_probe_writes_signature_figures_and_summary(probe_run, trained_lm):
     out = probe_run["dir"]
     sig = Signature.load(out / "signature.npz")
-    assert sig.states == ["layer1.c", "shuffled:layer1.c"] and sig.lags == [1, 2, 4]
+    assert sig.real_states == ["layer1.c"] and sig.lags == [1, 2, 4]
+    assert sig.states == ["layer1.c", "shuffled:layer1.c", "given:layer1.c", "given:shuffled:layer1.c", "backward"]
     assert sig.meta["checkpoint"] == trained_lm["result"]["best_checkpoint"]  # a run dir resolves to its best
     assert len(sig.meta["checkpoint_sha256"]) == 64 and sig.meta["split"] == "test"
     assert sig.meta["data"]["corpus"]["name"] == "tinyshakespeare"  # data config taken from the train run
@@ -74,6 +75,18 @@ def test_probe_draws_the_backward_context_baseline_and_the_lift(probe_run):
     assert (base.accuracy[0] > base.majority_rate[0]).all() and sig.accuracy[0, 0] > base.accuracy[0, 0]
     assert (out / "figures" / "lift_layer1.c.png").stat().st_size > 10_000
     assert json.loads((out / "probe.json").read_text())["baseline"] == str(out / "baseline.npz")
+
+
+def test_probe_reports_memory_beyond_inference_on_the_baselines_positions(probe_run):
+    """The signature carries the baseline scored inside the probe (the same as baseline.npz) and
+    the conditional memory of each state; probe.json has it per lag and summed."""
+    out = probe_run["dir"]
+    sig, base = Signature.load(out / "signature.npz"), Signature.load(out / "baseline.npz")
+    np.testing.assert_array_equal(sig.confusion[sig.index("backward")], base.confusion[0] * sig.seeds)
+    bits = json.loads((out / "probe.json").read_text())["conditional_bits"]
+    assert set(bits) == {"layer1.c", "shuffled:layer1.c"}
+    assert bits["layer1.c"]["bits"][0] > 0.2  # x_{t-1} is in the state, beyond inference (after 40 steps)
+    assert bits["layer1.c"]["total"] == pytest.approx(sum(bits["layer1.c"]["bits"]), abs=1e-3)
 
 
 def test_probe_writes_state_gradients_and_their_correlation_with_recall(probe_run):

@@ -27,10 +27,11 @@ import torch
 from torch import Tensor
 
 from memsig.models.ngram import NGramLM
-from memsig.probe.signature import Signature
+from memsig.probe.cache import SplitStates
+from memsig.probe.signature import BACKWARD, Signature
 from memsig.probe.targets import LeftContext, StreamBlocks, lag_targets
 
-STATE = "backward"
+STATE = BACKWARD
 
 
 def later_context(ext: Tensor, lead: int, rows: Tensor, cols: Tensor, lag: int, n: int) -> Tensor:
@@ -44,7 +45,7 @@ def later_context(ext: Tensor, lead: int, rows: Tensor, cols: Tensor, lag: int, 
     return ext[rows[:, None], (lead + cols - lag)[:, None] + after]
 
 
-class _Decoder:
+class BackwardDecoder:
     """Log-probabilities of ``x_{t-δ}`` from its ``n`` later symbols: an (n + 1)-gram of the
     reversed training text (its highest order counts occurrences, so it predicts from exactly n
     symbols, backing off only where they were never seen), or the training prior for n = 0."""
@@ -56,16 +57,96 @@ class _Decoder:
         self.prior = torch.bincount(reversed_train, minlength=len(datamodule.vocab)).double()
         self.prior_logp = (self.prior / self.prior.sum()).log()
 
+    def context_log_probs(self, context: Tensor) -> Tensor:
+        """``[P, C]`` float64 from contexts ``[P, n]`` in reading order (:func:`later_context`)."""
+        n = context.shape[1]
+        if n == 0:
+            return self.prior_logp.expand(len(context), -1)
+        return self.models[n].next_log_probs(context, torch.full((len(context),), n, dtype=torch.long))
+
     def log_probs(self, ext: Tensor, lead: int, rows: Tensor, cols: Tensor, lag: int, n: int) -> Tensor:
         """``[P, C]`` float64."""
-        if n == 0:
-            return self.prior_logp.expand(len(rows), -1)
-        context = later_context(ext, lead, rows, cols, lag, n)
-        return self.models[n].next_log_probs(context, torch.full((len(rows),), n, dtype=torch.long))
+        return self.context_log_probs(later_context(ext, lead, rows, cols, lag, n))
 
     def most_later(self, lag: int) -> int:
         """The most later symbols it can read at ``lag``."""
         return min(max(lag, 0), self.width)
+
+    def choose_reads(self, datamodule: Any, lags: list[int]) -> list[int]:
+        """How many later symbols to read at each lag: the number with the lowest dev cross-entropy."""
+        dev_nll = np.zeros((len(lags), self.width + 1))
+        for j, ext, lead, rows, cols, y, _ in _targets(datamodule, "dev", lags):
+            for n in range(self.most_later(lags[j]) + 1):
+                dev_nll[j, n] -= float(self.log_probs(ext, lead, rows, cols, lags[j], n).gather(1, y[:, None]).sum())
+        return [int(np.argmin(dev_nll[j, : self.most_later(lag) + 1])) for j, lag in enumerate(lags)]
+
+
+class LaterSymbolsTable:
+    """The baseline's log-probabilities at cached positions, looked up rather than queried.
+
+    At lag δ the baseline reads the ``n = reads[δ]`` symbols after the target, which a state cache
+    holds as each position's symbols at lags ``0 … max(lags) − 1``
+    (:attr:`~memsig.probe.cache.SplitStates.later`). Each distinct context of the ``splits`` is
+    queried once (an n-gram query costs far more than a lookup, and contexts repeat); a batch of
+    positions then costs one sorted search per lag.
+
+    Args:
+        decoder: the backward decoder.
+        lags: the lags δ (K).
+        reads: later symbols read at each lag (:meth:`BackwardDecoder.choose_reads`).
+        splits: the cached splits whose positions will be looked up.
+        chunk: positions per step while collecting contexts.
+    """
+
+    def __init__(
+        self,
+        decoder: BackwardDecoder,
+        lags: list[int],
+        reads: list[int],
+        splits: Sequence[SplitStates],
+        chunk: int = 262144,
+    ) -> None:
+        self.lags, self.reads = lags, reads
+        self.prior_logp = decoder.prior_logp.float()
+        self.num_symbols = c = len(decoder.prior)
+        self.tables: dict[int, tuple[np.ndarray, Tensor]] = {}  # n -> sorted codes [U], log-probs [U, C]
+        for n in sorted(set(reads) - {0}):
+            if c**n >= 2**63:
+                raise ValueError(f"{n} later symbols of {c} cannot be packed in 64 bits: lower baseline order")
+            columns = [j for j, r in enumerate(reads) if r == n]
+            codes = np.unique(
+                np.concatenate(
+                    [
+                        np.unique(self._codes(split.later[start : start + chunk], columns, n))
+                        for split in splits
+                        for start in range(0, len(split), chunk)
+                    ]
+                )
+            )
+            context = torch.from_numpy(np.stack([(codes // c**i) % c for i in range(n - 1, -1, -1)], 1))
+            logp = torch.cat([decoder.context_log_probs(context[i : i + chunk]) for i in range(0, len(codes), chunk)])
+            self.tables[n] = codes, logp.float()
+
+    def _codes(self, later: np.ndarray, columns: list[int], n: int) -> np.ndarray:
+        """``[P, len(columns)]`` int64: each position's ``n`` later symbols at those lag columns as
+        one base-C number (the reading order of :func:`later_context`, first symbol most significant)."""
+        later = np.asarray(later, dtype=np.int64).clip(min=0)  # -1: no target there, never looked up
+        code = np.zeros((len(later), len(columns)), dtype=np.int64)
+        for j_out, j in enumerate(columns):
+            lag = self.lags[j]
+            for i in range(lag - n, lag):  # lag columns δ − n … δ − 1: x_{t-δ+n} … x_{t-δ+1}
+                code[:, j_out] = code[:, j_out] * self.num_symbols + later[:, i]
+        return code
+
+    def __call__(self, later: np.ndarray) -> Tensor:
+        """``[P, K, C]`` float32 log-probabilities of the target of every lag at positions whose
+        later symbols are ``later`` ``[P, W]``."""
+        out = self.prior_logp.repeat(len(later), len(self.lags), 1)
+        for n, (codes, logp) in self.tables.items():
+            columns = [j for j, r in enumerate(self.reads) if r == n]
+            found = np.searchsorted(codes, self._codes(later, columns, n)).clip(max=len(codes) - 1)
+            out[:, columns] = logp[torch.from_numpy(found)]
+        return out
 
 
 def _targets(
@@ -103,12 +184,8 @@ def backward_baseline(
     ``meta["probe"]["later_symbols"]``: how many it read at each lag (chosen on dev)."""
     vocab, lags = datamodule.vocab, list(lags)
     c, k = len(vocab), len(lags)
-    decoder = _Decoder(datamodule, order)
-    dev_nll = np.zeros((k, decoder.width + 1))
-    for j, ext, lead, rows, cols, y, _ in _targets(datamodule, "dev", lags):
-        for n in range(decoder.most_later(lags[j]) + 1):
-            dev_nll[j, n] -= float(decoder.log_probs(ext, lead, rows, cols, lags[j], n).gather(1, y[:, None]).sum())
-    reads = [int(np.argmin(dev_nll[j, : decoder.most_later(lag) + 1])) for j, lag in enumerate(lags)]
+    decoder = BackwardDecoder(datamodule, order)
+    reads = decoder.choose_reads(datamodule, lags)
     blocks = StreamBlocks(block_len)
     confusion = torch.zeros(k, c, c, dtype=torch.long)
     nll = torch.zeros(k, dtype=torch.float64)

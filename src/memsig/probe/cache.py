@@ -9,6 +9,9 @@ state exactly as in training), and writes, for every real position with at least
   so both probes see the same controls);
 - the targets of every lag ``[N, K]`` (int16, ``-1`` where a lag has none; see
   :mod:`memsig.probe.targets`);
+- for symbol targets, the symbols at lags ``0 … max(lags) − 1`` ``[N, W]`` (int16, ``-1`` where
+  there is none): the later symbols of every target, which the backward-context baseline reads
+  (:mod:`memsig.probe.backward`);
 - the block of each position ``[N]``: a stretch of ``block_len`` consecutive symbols of one
   stream (or segment), the unit the test bootstrap resamples;
 - the model's own next-symbol confusion on the split (when the source predicts).
@@ -42,7 +45,7 @@ from memsig.probe.controls import ControlledSource, state_parts
 from memsig.probe.targets import LeftContext, StreamBlocks, bigram_labels, lag_targets, next_symbol_counts
 from memsig.states import StateSource
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
@@ -53,6 +56,8 @@ class SplitStates:
     Attributes:
         states: probed state spec -> ``[N, D]`` array.
         targets: ``[N, K]`` int16 labels of each lag, ``-1`` where the lag has no target.
+        later: ``[N, W]`` int16 symbols at lags ``0 … W − 1`` (``W = max(lags)``), ``-1`` where
+            there is none; None for bigram targets or when no lag is positive.
         blocks: ``[N]`` int32 block id of each position (0 … ``num_blocks - 1``).
         num_blocks: number of blocks.
         forward: ``[C, C]`` the model's next-symbol confusion on the split, or None.
@@ -61,6 +66,7 @@ class SplitStates:
 
     states: dict[str, np.ndarray]
     targets: np.ndarray
+    later: np.ndarray | None
     blocks: np.ndarray
     num_blocks: int
     forward: np.ndarray | None
@@ -80,7 +86,8 @@ class SplitStates:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.states.values()) + self.targets.nbytes + self.blocks.nbytes
+        extra = 0 if self.later is None else self.later.nbytes
+        return sum(a.nbytes for a in self.states.values()) + self.targets.nbytes + self.blocks.nbytes + extra
 
 
 def model_fingerprint(source: StateSource) -> str | None:
@@ -218,6 +225,8 @@ def _write(
     device = source_device(source)
     files = {s: open(out / f"state{i}.bin", "wb") for i, s in enumerate(specs)}  # noqa: SIM115 (closed below)
     targets_file, blocks_file = open(out / "targets.bin", "wb"), open(out / "blocks.bin", "wb")  # noqa: SIM115
+    later_lags = list(range(max(lags))) if target == "symbol" else []
+    later_file = open(out / "later.bin", "wb")  # noqa: SIM115 (closed below)
     dims: dict[str, int] = {}
     forward = torch.zeros(c * c, dtype=torch.long)
     blocks_of, n = StreamBlocks(block_len), 0
@@ -241,6 +250,10 @@ def _write(
                 blocks_file.write(np.asarray(blocks_of(sb.history.cpu(), carry, idx), dtype=np.int32).tobytes())
                 y = torch.where(valid, labels, -1).flatten(0, 1).cpu()[idx]
                 targets_file.write(y.to(torch.int16).numpy().tobytes())
+                if later_lags:
+                    symbols, known = lag_targets(ext, history, mask, later_lags)
+                    later = torch.where(known, symbols, -1).flatten(0, 1).cpu()[idx]
+                    later_file.write(later.to(torch.int16).numpy().tobytes())
                 for s in specs:
                     x = torch.cat([sb.states[p] for p in state_parts(s)], -1)
                     x = x.flatten(0, 1).cpu()[idx]
@@ -250,7 +263,7 @@ def _write(
                     forward += next_symbol_counts(sb)
                 n += len(idx)
     finally:
-        for f in (*files.values(), targets_file, blocks_file):
+        for f in (*files.values(), targets_file, blocks_file, later_file):
             f.close()
     if n == 0:
         raise ValueError(
@@ -261,6 +274,7 @@ def _write(
         **key_fields,
         "positions": n,
         "lags_count": len(lags),
+        "later_count": len(later_lags),
         "dims": dims,
         "files": {s: f"state{i}.bin" for i, s in enumerate(specs)},
         "num_blocks": blocks_of.num_blocks,
@@ -277,11 +291,13 @@ def _open(folder: Path) -> SplitStates:
         s: np.memmap(folder / name, dtype=store, mode="r", shape=(n, meta["dims"][s]))
         for s, name in meta["files"].items()
     }
-    c = meta["num_symbols"]
+    c, w = meta["num_symbols"], meta["later_count"]
+    later = np.memmap(folder / "later.bin", dtype=np.int16, mode="r", shape=(n, w)) if w else None
     forward = None if meta["forward"] is None else np.asarray(meta["forward"], dtype=np.int64).reshape(c, c)
     return SplitStates(
         states,
         np.memmap(folder / "targets.bin", dtype=np.int16, mode="r", shape=(n, k)),
+        later,
         np.memmap(folder / "blocks.bin", dtype=np.int32, mode="r", shape=(n,)),
         meta["num_blocks"],
         forward,

@@ -37,6 +37,8 @@ class BatchedMLPHeads(nn.Module):
         num_classes: C.
         dropout_state: dropout on the input state (one mask shared by the K heads).
         dropout_hidden: dropout after every hidden layer.
+        residual: start with every output 0 (the last layer zeroed): a decoder whose logits are
+            added to given log-probabilities starts exactly at them.
 
     Every parameter and best-weight buffer has the head axis first (``[K, ...]``).
     """
@@ -50,6 +52,7 @@ class BatchedMLPHeads(nn.Module):
         num_classes: int,
         dropout_state: float = 0.0,
         dropout_hidden: float = 0.0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.k, self.width, self.hidden_layers, self.c = num_heads, width, hidden_layers if width else 0, num_classes
@@ -66,6 +69,9 @@ class BatchedMLPHeads(nn.Module):
         if width:
             self.w_out = _uniform((num_heads, num_classes, width), width)
             self.b_out = _uniform((num_heads, num_classes, 1), width)
+        if residual:
+            for p in (self.w_out, self.b_out) if width else (self.w_in, self.b_in):
+                nn.init.zeros_(p)
         for name, p in self.named_parameters():
             self.register_buffer("best_" + name.replace(".", "_"), p.detach().clone())
         self.register_buffer("best_loss", torch.full((num_heads,), math.inf))

@@ -25,9 +25,18 @@ marked unconverged in the signature (``meta["convergence"]``). Stopping state li
 and the training order in the loader's state, so a probe resumed from its checkpoint continues
 exactly.
 
+**Memory beyond inference** (``baseline_order``, symbol targets, cached states). The
+backward-context baseline (:mod:`memsig.probe.backward`) gives, at every position and lag, the
+log-probabilities of the target from the symbols after it alone. Extra head sets
+``given:<state>`` (for each real state and its ``shuffled:`` control) add an MLP of the state to
+those log-probabilities: a residual decoder that can only gain by reading the state. The
+baseline itself is scored as the state ``backward``, so the conditional memory
+``CE(backward) − CE(given:<state>)`` (:meth:`~memsig.probe.signature.Signature.conditional_bits`)
+compares two decoders on exactly the same positions and blocks.
+
 **Test.** Each head set is scored on every test position with its best weights: confusion
-matrices and cross-entropy, plus per-block counts (a block: ``block_len`` consecutive symbols of
-one stream) that the signature's block bootstrap resamples.
+matrices and cross-entropy, plus per-block counts and cross-entropy sums (a block: ``block_len``
+consecutive symbols of one stream) that the signature's block bootstrap resamples.
 """
 
 from __future__ import annotations
@@ -43,10 +52,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from memsig.probe.backward import STATE as BACKWARD
+from memsig.probe.backward import BackwardDecoder, LaterSymbolsTable
 from memsig.probe.cache import SplitStates, cached_split
 from memsig.probe.controls import check_controls, control_spec, random_copy
 from memsig.probe.heads import BatchedMLPHeads, HeadAdam
-from memsig.probe.signature import Signature
+from memsig.probe.signature import GIVEN, Signature
 from memsig.probe.targets import (
     LeftContext,
     bigram_labels,
@@ -124,6 +135,8 @@ class MultiHeadProbe(L.LightningModule):
         cache_dir: where caches live and are reused (None: a temporary folder for this run).
         cache_dtype: ``float16`` or ``float32`` storage of cached states.
         block_len: symbols of one stream per test bootstrap block.
+        baseline_order: order of the backward-context baseline that ``given:`` decoders add to
+            (module docstring; None: no conditional decoders).
         seed: seed of the positions' order, the heads' initialisation and the random control.
     """
 
@@ -157,6 +170,7 @@ class MultiHeadProbe(L.LightningModule):
         cache_dir: str | None = None,
         cache_dtype: str = "float16",
         block_len: int = 256,
+        baseline_order: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -166,6 +180,11 @@ class MultiHeadProbe(L.LightningModule):
             raise ValueError(f"probe.target must be symbol or bigram; got {target!r}")
         if seeds < 1 or patience < 1 or eval_every < 1 or batch_positions < 1:
             raise ValueError("probe.seeds, probe.patience, probe.eval_every and probe.batch_positions must be ≥ 1")
+        if baseline_order is not None and (not cache or target != "symbol" or baseline_order < 1):
+            raise ValueError(
+                "probe.baseline_order (conditional memory) needs cached states, symbol targets and an order ≥ 1: "
+                "set probe.cache=true and probe.target=symbol, or probe.baseline_order=null"
+            )
         self.save_hyperparameters(ignore=["source"])
         self.hparams.update(states=states, lags=lags, keep_probs=list(keep_probs or [1.0]), controls=controls)
         self._source = [source]  # a list: not a submodule, so never in the optimizer or checkpoint
@@ -173,9 +192,10 @@ class MultiHeadProbe(L.LightningModule):
         v = len(source.vocab)
         self.num_classes = v * v if target == "bigram" else v
         self.probed = [*states, *(control_spec(c, s) for c in controls for s in states)]
+        given = [GIVEN + s for s in self.probed if not s.startswith("random:")] if baseline_order else []
         self.widths: dict[str, int] = {}
         self.groups: list[tuple[str, float, int]] = [
-            (s, p, r) for r in range(seeds) for p in self.hparams.keep_probs for s in self.probed
+            (s, p, r) for r in range(seeds) for p in self.hparams.keep_probs for s in (*self.probed, *given)
         ]
         heads = []
         for s, p, r in self.groups:
@@ -184,11 +204,16 @@ class MultiHeadProbe(L.LightningModule):
             w = self.widths.setdefault(base, self._width(source, base, d))
             with torch.random.fork_rng():
                 torch.manual_seed(seed * 1000 + r)  # seed r's initialisation, whatever else is probed
-                heads.append(BatchedMLPHeads(len(lags), d, w, hidden_layers, self.num_classes, 1 - p, 1 - p))
+                heads.append(
+                    BatchedMLPHeads(
+                        len(lags), d, w, hidden_layers, self.num_classes, 1 - p, 1 - p, residual=s.startswith(GIVEN)
+                    )
+                )
         self.heads = nn.ModuleList(heads)
         self.context = LeftContext(max(0, max(lags)) + (1 if target == "bigram" else 0))
         self._gen = torch.Generator().manual_seed(seed)
         self._cache: dict[str, SplitStates] = {}
+        self._baseline: LaterSymbolsTable | None = None
         self._train_loader: Any = None
         self._loader_state: dict[str, Any] | None = None
         self._eval: dict[str, Tensor] = {}
@@ -247,6 +272,10 @@ class MultiHeadProbe(L.LightningModule):
 
         train = self._cache["train"]
         self._scale = {s: standardizer(train.states[s]) for s in specs}
+        if hp.baseline_order:
+            decoder = BackwardDecoder(datamodule, hp.baseline_order)
+            reads = decoder.choose_reads(datamodule, hp.lags)
+            self._baseline = LaterSymbolsTable(decoder, hp.lags, reads, list(self._cache.values()))
 
     def cache_bytes(self) -> int:
         """Bytes of the cached states, targets and blocks of every split (0 when streamed)."""
@@ -291,14 +320,17 @@ class MultiHeadProbe(L.LightningModule):
     def _features(
         self, batch: dict[str, Any], stage: str
     ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None, StateBatch | None]:
-        """Features ``[N, D]`` per probed state, targets and validity ``[N, K]``, the blocks ``[N]``
-        (cached states) and the model's states (streamed) of a batch."""
+        """Features ``[N, D]`` per probed state (and the baseline's log-probabilities ``[K, C, N]``
+        as ``backward``), targets and validity ``[N, K]``, the blocks ``[N]`` (cached states) and the
+        model's states (streamed) of a batch."""
         if self.hparams.cache:
             cache = self._cache[stage]
             idx = batch["positions"].numpy()
             if stage == "train":
                 idx = np.sort(idx)  # reads the memory map in order
             feats = {s: self._standardized(s, cache.features(s, idx)) for s in self.probed}
+            if self._baseline is not None:
+                feats[BACKWARD] = self._baseline(cache.later[idx]).permute(1, 2, 0).to(self.device)
             y, v = cache.labels(idx)
             blocks = torch.from_numpy(np.asarray(cache.blocks[idx], dtype=np.int64))
             return feats, y.to(self.device), v.to(self.device), blocks, None
@@ -353,11 +385,25 @@ class MultiHeadProbe(L.LightningModule):
         return v
 
     @staticmethod
-    def _head_losses(logits: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def _logits(spec: str, heads: BatchedMLPHeads, feats: dict[str, Tensor], active: Tensor | None = None) -> Tensor:
+        """``[K', C, N]`` the logits of head set ``spec`` (its heads ``active``; None: all): a
+        ``given:`` set adds its MLP to the baseline's log-probabilities."""
+        logits = heads(feats[spec.removeprefix(GIVEN)], active)
+        if spec.startswith(GIVEN):
+            base = feats[BACKWARD]
+            logits = logits + (base if active is None else base[active])
+        return logits
+
+    @staticmethod
+    def _head_ce(logits: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        """``[K', N]`` CE of logits ``[K', C, N]`` at ``y [N, K']``, 0 where ``v`` is False."""
+        ce = F.cross_entropy(logits, y.T, reduction="none")
+        return torch.where(v.T, ce, torch.zeros_like(ce))  # a baseline's -inf off the targets stays out
+
+    @classmethod
+    def _head_losses(cls, logits: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Per-head summed CE ``[K']`` and counts ``[K']`` of logits ``[K', C, N]`` at ``y, v [N, K']``."""
-        ce = F.cross_entropy(logits, y.T, reduction="none")  # [K', N]
-        vf = v.T.to(ce.dtype)
-        return (ce * vf).sum(1), vf.sum(1)
+        return cls._head_ce(logits, y, v).sum(1), v.T.sum(1).float()
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
@@ -380,7 +426,7 @@ class MultiHeadProbe(L.LightningModule):
             active = (~heads.converged).nonzero().squeeze(1)
             if len(active) == 0:
                 continue
-            ce, n = self._head_losses(heads(feats[s], active), y[:, active], v[:, active])
+            ce, n = self._head_losses(self._logits(s, heads, feats, active), y[:, active], v[:, active])
             total = total + (ce / n.clamp(min=1)).sum()
             terms += len(active)
             heads.steps[active] += 1
@@ -405,7 +451,7 @@ class MultiHeadProbe(L.LightningModule):
         for g, ((s, _, _), heads) in enumerate(zip(self.groups, self.heads)):
             active = (~heads.converged).nonzero().squeeze(1)
             if len(active):
-                ce, n = self._head_losses(heads(feats[s], active), y[:, active], v[:, active])
+                ce, n = self._head_losses(self._logits(s, heads, feats, active), y[:, active], v[:, active])
                 self._eval["ce"][g, active] += ce
                 self._eval["n"][g, active] += n
 
@@ -434,14 +480,19 @@ class MultiHeadProbe(L.LightningModule):
         """``[groups, K]`` each head's best dev loss so far (inf before the first check)."""
         return torch.stack([h.best_loss for h in self.heads])
 
+    def _scored(self) -> list[str]:
+        """What the test scores: every head set, then the baseline (``backward``) when there is one."""
+        return [s for s, _, _ in self.groups] + [BACKWARD] * (self._baseline is not None)
+
     def on_test_epoch_start(self) -> None:
-        k, c = len(self.hparams.lags), self.num_classes
+        k, c, g = len(self.hparams.lags), self.num_classes, len(self._scored())
         blocks = self._cache["test"].num_blocks if self.hparams.cache else 0
         self._eval = {
-            "confusion": torch.zeros(len(self.groups), k * c * c, dtype=torch.long, device=self.device),
-            "ce": torch.zeros(len(self.groups), k, dtype=torch.float64, device=self.device),
+            "confusion": torch.zeros(g, k * c * c, dtype=torch.long, device=self.device),
+            "ce": torch.zeros(g, k, dtype=torch.float64, device=self.device),
             "forward": torch.zeros(len(self.source.vocab) ** 2, dtype=torch.long, device=self.device),
-            "block_correct": torch.zeros(len(self.groups), blocks * k * c, dtype=torch.long),
+            "block_correct": torch.zeros(g, blocks * k * c, dtype=torch.long),
+            "block_nll": torch.zeros(g, blocks * k * c, dtype=torch.float64),
             "block_support": torch.zeros(blocks * k * c, dtype=torch.long),
         }
 
@@ -453,15 +504,18 @@ class MultiHeadProbe(L.LightningModule):
         if blocks is not None:  # cell (block, lag, true symbol) of every valid (position, lag)
             cell = ((blocks.to(y.device)[:, None] * k + lag) * c + y)[v].cpu()
             self._eval["block_support"] += torch.bincount(cell, minlength=len(self._eval["block_support"]))
-        for g, ((s, _, _), heads) in enumerate(zip(self.groups, self.heads)):
-            logits = heads(feats[s])
-            ce, _ = self._head_losses(logits, y, v)
-            self._eval["ce"][g] += ce.double()
+        scored = [self._logits(s, heads, feats) for (s, _, _), heads in zip(self.groups, self.heads)]
+        if self._baseline is not None:
+            scored.append(feats[BACKWARD])
+        for g, logits in enumerate(scored):
+            ce = self._head_ce(logits, y, v)  # [K, N]
+            self._eval["ce"][g] += ce.sum(1).double()
             pred = logits.argmax(1).T  # [N, K]
             self._eval["confusion"][g] += confusion_counts(pred, y, v, c)
             if blocks is not None:
                 hit = cell[(pred == y)[v].cpu()]
                 self._eval["block_correct"][g] += torch.bincount(hit, minlength=self._eval["block_correct"].shape[1])
+                self._eval["block_nll"][g].index_add_(0, cell, ce.T[v].double().cpu())
         if sb is not None and sb.next_logits is not None:  # the model's own next-symbol confusion
             self._eval["forward"] += next_symbol_counts(sb).to(self.device)
 
@@ -494,9 +548,12 @@ class MultiHeadProbe(L.LightningModule):
             raise RuntimeError("run trainer.test(probe, ...) before asking for the signature")
         p = self.chosen_keep_prob()
         hp = self.hparams
-        seeds, c, k = hp.seeds, self.num_classes, len(hp.lags)
-        idx = [[i for i, (s_, q, r) in enumerate(self.groups) if q == p and r == seed] for seed in range(seeds)]
-        confusion = self._eval["confusion"].view(len(self.groups), k, c, c).cpu().numpy()
+        seeds, c, k, g = hp.seeds, self.num_classes, len(hp.lags), len(self._scored())
+        baseline = list(range(len(self.groups), g))  # the same row in every seed's list
+        idx = [
+            [i for i, (s_, q, r) in enumerate(self.groups) if q == p and r == seed] + baseline for seed in range(seeds)
+        ]
+        confusion = self._eval["confusion"].view(g, k, c, c).cpu().numpy()
         pooled = sum(confusion[ix] for ix in idx)
         per_seed_ce = [self._eval["ce"][ix].cpu().numpy() for ix in idx]
         counts = confusion[idx[0]].sum((-1, -2))
@@ -509,21 +566,24 @@ class MultiHeadProbe(L.LightningModule):
         if hp.target != "symbol" or fwd is None or not fwd.sum():
             fwd = None
         blocks = self._cache["test"].num_blocks if hp.cache else 0
-        block_correct = block_support = None
+        block_correct = block_support = block_nll = None
         if blocks:
-            bc = self._eval["block_correct"].view(len(self.groups), blocks, k, c).numpy()
+            bc = self._eval["block_correct"].view(g, blocks, k, c).numpy()
             block_correct = np.stack([bc[ix].transpose(1, 0, 2, 3) for ix in idx])  # [R, B, S, K, C]
+            bn = self._eval["block_nll"].view(g, blocks, k, c).numpy()
+            block_nll = np.stack([bn[ix].transpose(1, 0, 2, 3) for ix in idx])
             support = self._eval["block_support"].view(blocks, k, c).numpy()
             block_support = np.repeat(support[:, None], len(idx[0]), axis=1)  # [B, S, K, C]
         convergence = self.convergence()
+        reads = {"later_symbols": self._baseline.reads} if self._baseline is not None else {}
         info = {
-            "probe": {"kind": "mlp", **dict(hp), "widths": self.widths, "keep_prob": p},
+            "probe": {"kind": "mlp", **dict(hp), "widths": self.widths, "keep_prob": p, **reads},
             "convergence": {key: val for key, val in convergence.items() if key.split("@")[1].startswith(f"{p}#")},
             "dev_loss": {key: val["best_dev_loss"] for key, val in convergence.items()},
             **(meta or {}),
         }
         return Signature(
-            [self.groups[i][0] for i in idx[0]],
+            [self._scored()[i] for i in idx[0]],
             list(hp.lags),
             list(symbols),
             pooled,
@@ -534,6 +594,7 @@ class MultiHeadProbe(L.LightningModule):
             seeds=seeds,
             block_correct=block_correct,
             block_support=block_support,
+            block_nll=block_nll,
         )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -11,6 +11,12 @@ blocks of the test stream, and probe training by the spread over seeds. Saved as
 ``random:`` / ``shuffled:``), ``lag`` (see :mod:`memsig.probe.targets`), ``symbol`` —
 and holds the provenance (model config, checkpoint hash, split, probe config, seed).
 It loads back exactly (:meth:`Signature.load`).
+
+Memory beyond inference: a signature may also hold the backward-context baseline scored on the
+same positions (state ``backward``: what the symbols after the target alone imply) and, per
+state, a decoder that reads the state on top of it (``given:<state>``). Per-block cross-entropy
+sums then give :meth:`Signature.conditional_bits`, the information the state holds about
+``x_{t-δ}`` beyond what the later symbols imply, with the same two-source intervals.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from memsig.data.io import atomic_write_bytes
 SCHEMA = "memsig.signature/2"
 SCHEMAS = ("memsig.signature/1", SCHEMA)  # /1: one seed, no blocks (read as such)
 CONTROL_PREFIXES = ("random:", "shuffled:")
+GIVEN = "given:"  # a decoder of the state on top of the backward-context baseline
+BACKWARD = "backward"  # the backward-context baseline (memsig.probe.backward)
 WRITER = "a signature is the signature.npz that `python probe.py ckpt=<checkpoint>` writes into its run dir"
 
 
@@ -67,7 +75,7 @@ def block_bootstrap_variance(
         the variance between seeds (ddof 1; 0 for one seed). NaN where a cell has no support.
     """
     r, b = block_correct.shape[:2]
-    weights = np.random.default_rng(seed).multinomial(b, np.full(b, 1 / b), size=n_boot).astype(np.float64)
+    weights = block_weights(b, n_boot, seed)
     flat_c = block_correct.reshape(r, b, -1).astype(np.float64)
     flat_s = block_support.reshape(b, -1).astype(np.float64)
     sup = weights @ flat_s  # [n_boot, cells]
@@ -85,6 +93,11 @@ def block_bootstrap_variance(
             cells = cells + np.var(point, axis=0, ddof=1)
             marginal = marginal + np.var(point_marginal, axis=0, ddof=1)
     return cells.reshape(shape), marginal
+
+
+def block_weights(b: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``[n_boot, b]`` how often each of ``b`` blocks is drawn in each bootstrap resample."""
+    return np.random.default_rng(seed).multinomial(b, np.full(b, 1 / b), size=n_boot).astype(np.float64)
 
 
 def entropy_bits(p: np.ndarray) -> float:
@@ -109,6 +122,8 @@ class Signature:
         seeds: R probe seeds pooled in ``confusion`` (each scored on the same positions).
         block_correct: ``[R, B, S, K, C]`` correct answers per seed and test block, or None.
         block_support: ``[B, S, K, C]`` test positions per block (each seed's), or None.
+        block_nll: ``[R, B, S, K, C]`` summed test cross-entropy (nats) per seed, block and true
+            symbol, or None (older files, streamed probes).
     """
 
     states: list[str]
@@ -123,6 +138,7 @@ class Signature:
     seeds: int = 1
     block_correct: np.ndarray | None = None
     block_support: np.ndarray | None = None
+    block_nll: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         s, k, c = len(self.states), len(self.lags), len(self.symbols)
@@ -136,6 +152,10 @@ class Signature:
             r, b = self.block_correct.shape[:2]
             if r != self.seeds or self.block_correct.shape[2:] != (s, k, c) or self.block_support.shape != (b, s, k, c):
                 raise ValueError(f"block counts must be [seeds={self.seeds}, B, {s}, {k}, {c}] and [B, {s}, {k}, {c}]")
+        if self.block_nll is not None and (
+            self.block_correct is None or self.block_nll.shape != self.block_correct.shape
+        ):
+            raise ValueError("block_nll needs block counts and has their shape [seeds, B, states, lags, symbols]")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -238,7 +258,48 @@ class Signature:
 
     @property
     def real_states(self) -> list[str]:
-        return [s for s in self.states if not s.startswith(CONTROL_PREFIXES)]
+        """The probed states: not a control, not a decoder given the baseline, not the baseline."""
+        return [s for s in self.states if not s.startswith((*CONTROL_PREFIXES, GIVEN)) and s != BACKWARD]
+
+    def conditional_bits(self, state: str, z: float = 1.96) -> dict[str, Any]:
+        """Memory beyond inference: what ``state`` holds about ``x_{t-δ}`` beyond what the later
+        symbols imply, ``I(S; X_{t-δ} | X_{t-δ+1..t}) ≈ CE(backward) − CE(given:state)`` in bits per
+        position, from the two decoders' cross-entropy on the same test positions.
+
+        Returns a dict of ``bits [K]`` per lag with ``low``/``high`` (the two-source interval of
+        :meth:`recall_ci`: block bootstrap plus seed spread), ``cells [K, C]`` per true symbol (NaN
+        where support < ``min_support``) with ``cells_low``/``cells_high``, and ``total`` (bits
+        summed over the lags) with ``total_low``/``total_high``. KeyError without the ``backward``
+        and ``given:`` states, ValueError without per-block cross-entropy.
+        """
+        given, base = self.index(GIVEN + state), self.index(BACKWARD)
+        if self.block_nll is None:
+            raise ValueError("this signature has no per-block cross-entropy (an older file or a streamed probe)")
+        diff = (self.block_nll[:, :, base] - self.block_nll[:, :, given]) / math.log(2)  # [R, B, K, C]
+        support = self.block_support[:, given].astype(np.float64)  # [B, K, C]
+        seed_bits = bits_per_seed(diff, support)  # [R, K]
+        bits = seed_bits.mean(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cells = np.where(support.sum(0) >= self.min_support, diff.sum(1).mean(0) / support.sum(0), np.nan)
+            weights = block_weights(diff.shape[1])  # the resamples of block_bootstrap_variance
+            per_lag = np.einsum("nb,rbk->nrk", weights, diff.sum(-1)) / (weights @ support.sum(-1))[:, None]
+        var_cells, var_bits = block_bootstrap_variance(diff, support)
+        var_total = float(np.var(np.nansum(per_lag, -1).mean(1)))  # the seed mean's total, resampled
+        if len(diff) > 1:
+            var_total += float(np.var(np.nansum(seed_bits, -1), ddof=1))
+        total = float(np.nansum(bits))
+        half, cells_half, total_half = z * np.sqrt(var_bits), z * np.sqrt(var_cells), z * math.sqrt(var_total)
+        return {
+            "bits": bits,
+            "low": bits - half,
+            "high": bits + half,
+            "cells": cells,
+            "cells_low": cells - cells_half,
+            "cells_high": cells + cells_half,
+            "total": total,
+            "total_low": total - total_half,
+            "total_high": total + total_half,
+        }
 
     def index(self, state: str) -> int:
         try:
@@ -262,6 +323,7 @@ class Signature:
             self.seeds,
             None if self.block_correct is None else self.block_correct[:, :, idx],
             None if self.block_support is None else self.block_support[:, idx],
+            None if self.block_nll is None else self.block_nll[:, :, idx],
         )
 
     def provenance(self) -> str:
@@ -301,6 +363,34 @@ class Signature:
             rows.append(f"{lag:5d}" + "".join(c.rjust(width) for c in cells) + f"{self.majority_rate[0, j]:10.3f}")
         return "\n".join(rows)
 
+    def memory_table(self) -> str:
+        """Bits per lag (rows) of each state with a ``given:`` decoder (columns): what it holds about
+        ``x_{t-δ}`` (``H(prior) − CE``) and, after the slash, what it holds beyond what the later
+        symbols imply (:meth:`conditional_bits`, ± the half-width of its interval); the last row sums
+        the lags. Empty without the baseline's decoders."""
+        states = [s.removeprefix(GIVEN) for s in self.states if s.startswith(GIVEN)]
+        if BACKWARD not in self.states or not states:
+            return ""
+        bits = {s: self.conditional_bits(s) for s in states}
+        width = max(24, *(len(s) + 2 for s in states))
+        rows = [
+            "bits of x(t−δ) in the state: all it holds / beyond what the later symbols imply (± 95 % interval)",
+            "lag".rjust(5) + "".join(s.rjust(width) for s in states) + "baseline CE".rjust(13),
+        ]
+        base = self.ce_bits[self.index(BACKWARD)]
+        for j, lag in enumerate(self.lags):
+            cells = [
+                f"{self.info_bits[self.index(s), j]:.3f} / {b['bits'][j]:.3f} ±{(b['high'][j] - b['low'][j]) / 2:.3f}"
+                for s, b in bits.items()
+            ]
+            rows.append(f"{lag:5d}" + "".join(c.rjust(width) for c in cells) + f"{base[j]:13.3f}")
+        totals = [
+            f"{np.nansum(self.info_bits[self.index(s)]):.2f} / {b['total']:.2f} ±{(b['total_high'] - b['total_low']) / 2:.2f}"
+            for s, b in bits.items()
+        ]
+        rows.append("  sum" + "".join(c.rjust(width) for c in totals))
+        return "\n".join(rows)
+
     # -------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write the signature as one ``.npz`` (atomic)."""
@@ -314,6 +404,8 @@ class Signature:
         if self.block_correct is not None:
             arrays["block_correct"] = self.block_correct.astype(np.int32)
             arrays["block_support"] = self.block_support.astype(np.int32)
+        if self.block_nll is not None:
+            arrays["block_nll"] = self.block_nll.astype(np.float64)
         axes = {"state": self.states, "lag": self.lags, "symbol": self.symbols}
         return write_labelled(path, SCHEMA, axes, self.min_support, self.meta, arrays, seeds=self.seeds)
 
@@ -336,6 +428,7 @@ class Signature:
             int(head.get("seeds", 1)),
             z.get("block_correct"),
             z.get("block_support"),
+            z.get("block_nll"),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -355,7 +448,15 @@ class Signature:
             and self.seeds == other.seeds
             and _same(self.block_correct, other.block_correct)
             and _same(self.block_support, other.block_support)
+            and _same(self.block_nll, other.block_nll)
         )
+
+
+def bits_per_seed(diff: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """``[R, K]`` each seed's mean of ``diff`` ``[R, B, K, C]`` (bits summed per block, lag and
+    symbol) over the positions ``support`` ``[B, K, C]`` counts."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return diff.sum((1, -1)) / support.sum((0, -1))
 
 
 def _rate(hits: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from memsig.data.text import TextDataModule
 from memsig.models.checkpoint import data_config_for, load_model, resolve_checkpoint
 from memsig.probe.multihead import unconverged_heads
 from memsig.probe.probes import MLPProbe, Probe
-from memsig.probe.signature import Signature
+from memsig.probe.signature import GIVEN, Signature
 from memsig.report import log_report, write_report
 from memsig.tasks.rundir import claim_run_dir
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
@@ -229,6 +229,20 @@ def noise_floor(
     return {s: list(bootstrap_distance(sig, rerun, s)) for s in sig.real_states}
 
 
+def conditional_bits(sig: Signature) -> dict[str, dict[str, Any]]:
+    """Per state with a ``given:`` decoder: its memory beyond inference per lag and summed
+    (:meth:`~memsig.probe.signature.Signature.conditional_bits`), rounded for probe.json."""
+    out = {}
+    for spec in sig.states:
+        if spec.startswith(GIVEN):
+            bits = sig.conditional_bits(spec.removeprefix(GIVEN))
+            out[spec.removeprefix(GIVEN)] = {
+                key: round(float(bits[key]), 4) if np.ndim(bits[key]) == 0 else [round(float(x), 4) for x in bits[key]]
+                for key in ("bits", "low", "high", "total", "total_low", "total_high")
+            }
+    return out
+
+
 def probe(cfg: DictConfig) -> dict[str, Any]:
     """Run the probe task described by ``cfg`` (see ``conf/probe.yaml``) in its claimed run dir
     (:mod:`memsig.tasks.rundir`: a probe interrupted there resumes from its last check)."""
@@ -275,6 +289,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
                 for i, s in enumerate(sig.states)
             },
             "lags": sig.lags,
+            "conditional_bits": conditional_bits(sig),
             "noise_floor": sig.meta.get("noise_floor"),
             "wall_time_s": round(time.time() - start, 1),
         }
@@ -304,6 +319,8 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
                 if baseline is not None
                 else ""
             )
+            memory = sig.memory_table()
+            lift += f"\n{memory}" if memory else ""
             print(
                 f"marginal recall per lag (test split):\n{sig.table()}{lift}{floor}{rho}{warn}{cached}\n"
                 f"signature:  {sig_path}\nfigures:    {out / 'figures'}\nreport:     {report}\n"

@@ -87,7 +87,10 @@ def write_signatures(cfg: DictConfig, ckpt: str | Path, datamodule: Any, out: Pa
         sig.meta.update({**meta, "signature": name})
         path = sig.save(out / "signatures" / f"{name}.npz")
         write_figures(sig, out / "signatures" / name, list(cfg.signature.plot_formats))
-        print(f"signature {name}: marginal recall per lag\n{sig.table()}", flush=True)
+        memory = sig.memory_table()
+        print(
+            f"signature {name}: marginal recall per lag\n{sig.table()}" + (f"\n{memory}" if memory else ""), flush=True
+        )
         written[name] = str(path)
         if name == "main":
             formats = list(cfg.signature.plot_formats)
