@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from memsig.data.speech import LogMel, ManifestCorpus, SpeechDataModule, read_manifest, write_manifest
 from memsig.models.las import LAS
-from memsig.probe.signature import Signature
+from memsig.probe.signature import GIVEN, Signature
 from memsig.vocab import Vocab
 
 from conftest import compose_cfg, quiet_trainer, require_system
@@ -117,6 +117,7 @@ def test_probe_py_runs_the_mlp_probe_on_a_las_checkpoint(las_run: dict, tmp_path
     probe(cfg)
     sig = Signature.load(tmp_path / "signature.npz")
     assert sig.real_states == ["listener2.bwd", "speller1.h"] and sig.lags == [-2, 1, 3]
+    assert not any(s.startswith(GIVEN) for s in sig.states)  # probe=default's baseline is for text only
     assert "backward direction" in sig.meta["state_notes"]["listener2.bwd"]
     assert sig.meta["data"]["corpus"]["_target_"].endswith("ManifestCorpus")  # the train run's data
     assert (tmp_path / "figures" / "heatmap_listener2.bwd.png").stat().st_size > 10_000

@@ -26,12 +26,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from memsig.data.text import TextDataModule
 from memsig.models.ngram import NGramLM
 from memsig.probe.cache import SplitStates
 from memsig.probe.signature import BACKWARD, Signature
 from memsig.probe.targets import LeftContext, StreamBlocks, lag_targets
 
 STATE = BACKWARD
+
+
+def reads_text(datamodule: Any) -> bool:
+    """Whether the baseline applies to ``datamodule``: a text stream whose symbols are its inputs."""
+    return isinstance(datamodule, TextDataModule)
 
 
 def later_context(ext: Tensor, lead: int, rows: Tensor, cols: Tensor, lag: int, n: int) -> Tensor:

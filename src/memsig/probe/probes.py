@@ -19,6 +19,7 @@ the controls (:class:`~memsig.probe.controls.ControlledSource`).
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
@@ -26,11 +27,14 @@ from typing import Any, ClassVar, Protocol
 import lightning as L
 from omegaconf import Container, OmegaConf
 
+from memsig.probe.backward import reads_text
 from memsig.probe.multihead import MultiHeadProbe, fit_probe
 from memsig.probe.quick import quick_signature
 from memsig.probe.signature import Signature
 from memsig.probe.targets import check_lags
 from memsig.states import StateSource
+
+log = logging.getLogger(__name__)
 
 TrainerFactory = Callable[[dict[str, Any]], L.Trainer]
 
@@ -79,9 +83,15 @@ class MLPProbe:
         self.options = _checked(MultiHeadProbe.__init__, options, 2, "the MLP probe")
         self.trainer = trainer
 
-    def module(self, source: StateSource) -> MultiHeadProbe:
-        """The LightningModule that trains this probe's decoders on ``source``."""
-        return MultiHeadProbe(source, **self.options)
+    def module(self, source: StateSource, datamodule: Any = None) -> MultiHeadProbe:
+        """The LightningModule that trains this probe's decoders on ``source`` (read from
+        ``datamodule``). Conditional memory (``baseline_order``) is measured on text only: on
+        other data (speech) the probe runs without it and logs so."""
+        options = self.options
+        if options.get("baseline_order") and datamodule is not None and not reads_text(datamodule):
+            log.info("probe.baseline_order: the backward-context baseline needs text data; probing without it")
+            options = {**options, "baseline_order": None}
+        return MultiHeadProbe(source, **options)
 
     def fit(
         self,
@@ -93,7 +103,7 @@ class MLPProbe:
         ckpt_path: str | None = None,
     ) -> Signature:
         """Train (or resume from ``ckpt_path``, a probe checkpoint) and score on test."""
-        module = self.module(source)
+        module = self.module(source, datamodule)
         settings = module.trainer_settings()
         if self.trainer is not None:
             trainer = self.trainer(settings)

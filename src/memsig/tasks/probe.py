@@ -142,10 +142,10 @@ def write_baseline(
     per real state the recall, the baseline and the lift (signature − baseline) side by side. ``(None, [])`` for other data or targets,
     or with a null ``settings``."""
     from memsig.plots import memory_and_inference, save_figure, signature_heatmap
-    from memsig.probe.backward import STATE, backward_baseline
+    from memsig.probe.backward import STATE, backward_baseline, reads_text
 
     probe = sig.meta.get("probe", {})
-    if not settings or not isinstance(datamodule, TextDataModule) or probe.get("target", "symbol") != "symbol":
+    if not settings or not reads_text(datamodule) or probe.get("target", "symbol") != "symbol":
         return None, []
     meta = {key: sig.meta[key] for key in ("data", "split", "checkpoint") if key in sig.meta}
     base = backward_baseline(datamodule, sig.lags, settings.order, probe.get("block_len", 256), meta)
