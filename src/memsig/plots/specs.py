@@ -456,7 +456,7 @@ def conditional(sig: Signature) -> Conditional:
                 list(sig.symbols),
                 _lags(sig.lags),
                 scale,
-                (f"{state}: bits of x(t−δ) beyond inference",),
+                (state, "bits of x(t−δ) beyond inference"),
                 name=state,
                 hover=_cell_hover(
                     f"{state}\n",
