@@ -15,7 +15,7 @@ colour. Cells with too little test support are NaN: no estimate, drawn as grey.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,17 +165,22 @@ def interval_note(sig: Signature) -> str:
 
 
 def _cell_hover(
-    head: str, lags: Sequence, symbols: Sequence[str], fmt, *arrays: np.ndarray, empty: str = "no estimate"
+    head: str,
+    lags: Sequence,
+    symbols: Sequence[str],
+    fmt: Callable[..., str],
+    *arrays: np.ndarray,
+    empty: Callable[[int, int], str] = lambda j, c: "no estimate",
 ) -> list[list[str]]:
-    """``[K, C]`` hover texts: ``head``, the cell's lag and symbol, then ``fmt(*values)`` (or ``empty``
-    where the first array is NaN)."""
+    """``[K, C]`` hover texts: ``head``, the cell's lag and symbol, then ``fmt(*values)`` of the
+    cell's values in ``arrays`` (``empty(j, c)`` where the first is NaN)."""
     text = []
     for j, lag in enumerate(lags):
         row = []
         for c, symbol in enumerate(symbols):
             values = [a[j, c] for a in arrays]
             where = f"{head}lag δ = {lag}, symbol '{symbol}'\n"
-            row.append(where + (empty if math.isnan(float(values[0])) else fmt(*values)))
+            row.append(where + (empty(j, c) if math.isnan(float(values[0])) else fmt(*values)))
         text.append(row)
     return text
 
@@ -206,13 +211,8 @@ def recall_map(sig: Signature, state: str, name: str | None = None, marks: bool 
         low,
         high,
         support,
+        empty=lambda j, c: f"{support[j, c]} test positions (< {sig.min_support}): no estimate",
     )
-    for j, row in enumerate(hover):  # no estimate: say why
-        for c in range(len(row)):
-            if math.isnan(recall[j, c]):
-                row[c] = row[c].replace(
-                    "no estimate", f"{support[j, c]} test positions (< {sig.min_support}): no estimate"
-                )
     return Heatmap(
         recall,
         list(sig.symbols),
