@@ -107,7 +107,7 @@ def to_plotly(spec: object) -> go.Figure:
 
 
 @to_plotly.register
-def _(spec: Heatmap) -> go.Figure:
+def _plot_heatmap(spec: Heatmap) -> go.Figure:
     fig = go.Figure(_trace(spec))
     _heatmap_axes(fig)
     fig.update_layout(
@@ -121,7 +121,7 @@ def _(spec: Heatmap) -> go.Figure:
 
 
 @to_plotly.register
-def _(spec: SignatureMap) -> go.Figure:
+def _plot_signature_map(spec: SignatureMap) -> go.Figure:
     rows = 1 if spec.forward is None else 2
     k, c = spec.recall.values.shape
     fig = make_subplots(
@@ -152,7 +152,7 @@ def _(spec: SignatureMap) -> go.Figure:
 
 
 @to_plotly.register
-def _(spec: Panels, cols: int = 2) -> go.Figure:
+def _plot_panels(spec: Panels, cols: int = 2) -> go.Figure:
     cols = min(cols, len(spec.panels))
     rows = math.ceil(len(spec.panels) / cols)
     fig = make_subplots(
@@ -177,7 +177,7 @@ def _(spec: Panels, cols: int = 2) -> go.Figure:
 
 
 @to_plotly.register
-def _(spec: Curves) -> go.Figure:
+def _plot_curves(spec: Curves) -> go.Figure:
     fig = go.Figure()
     for curve in spec.curves:
         group = curve.group or (curve.name if curve.band else None)  # a band hides with its curve

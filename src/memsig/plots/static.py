@@ -79,7 +79,7 @@ def to_matplotlib(spec: object) -> Figure:
 
 
 @to_matplotlib.register
-def _(spec: Heatmap) -> Figure:
+def _draw_heatmap(spec: Heatmap) -> Figure:
     k, c = spec.values.shape
     width, height = 2.2 + CELL * c, 1.2 + CELL * k
     if len(spec.title) > 1:  # room for a two-line title
@@ -93,7 +93,7 @@ def _(spec: Heatmap) -> Figure:
 
 
 @to_matplotlib.register
-def _(spec: SignatureMap) -> Figure:
+def _draw_signature_map(spec: SignatureMap) -> Figure:
     k, c = spec.recall.values.shape
     rows = 1 if spec.forward is None else 2
     fig = Figure(figsize=(2.2 + CELL * (c + 1.5), 1.6 + CELL * (k + rows - 1)), layout="constrained")
@@ -131,7 +131,7 @@ def _panels(fig: Figure, axes: list[Axes], panels: list[Heatmap], cols: int) -> 
 
 
 @to_matplotlib.register
-def _(spec: Panels) -> Figure:
+def _draw_panels(spec: Panels) -> Figure:
     k = max(len(p.y) for p in spec.panels)
     c = max(len(p.x) for p in spec.panels)
     cols = min(len(spec.panels), 4)
@@ -163,7 +163,7 @@ def _curves(ax: Axes, spec: Curves) -> None:
 
 
 @to_matplotlib.register
-def _(spec: Curves) -> Figure:
+def _draw_curves(spec: Curves) -> Figure:
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     _curves(ax, spec)
@@ -177,7 +177,7 @@ def _(spec: Curves) -> Figure:
 
 
 @to_matplotlib.register
-def _(spec: Conditional) -> Figure:
+def _draw_conditional(spec: Conditional) -> Figure:
     n = len(spec.maps)
     k = len(spec.curves.curves[0].x)
     c = max((len(m.x) for m in spec.maps), default=0)
