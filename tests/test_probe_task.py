@@ -87,6 +87,8 @@ def test_probe_reports_memory_beyond_inference_on_the_baselines_positions(probe_
     assert set(bits) == {"layer1.c", "shuffled:layer1.c"}
     assert bits["layer1.c"]["bits"][0] > 0.2  # x_{t-1} is in the state, beyond inference (after 40 steps)
     assert bits["layer1.c"]["total"] == pytest.approx(sum(bits["layer1.c"]["bits"]), abs=1e-3)
+    assert imread(out / "figures" / "memory_beyond_inference.png").std() > 0.05  # the static figure
+    assert "Memory beyond inference</h3>" in (out / "report.html").read_text()  # and its section of the page
 
 
 def test_probe_writes_state_gradients_and_their_correlation_with_recall(probe_run):

@@ -112,3 +112,19 @@ def test_multirun_page_renders_every_figure(browser: str, tmp_path: Path) -> Non
     assert all('class="main-svg"' in h for h in html.values())
     assert html[ids[1]].count('class="hm"') == 2  # side by side: one heatmap per model
     assert html[ids[2]].count('class="hm"') == 1  # the difference map of the one pair
+
+
+def test_memory_beyond_inference_figures_render(browser: str, tmp_path: Path) -> None:
+    page = write_report(write_probe_run(tmp_path, conditional=True))
+    ids = [fig_id for fig_id in figure_ids(page) if "conditional" in fig_id]
+    assert len(ids) == 1 + 2  # the bits per lag, a map per real state
+    dom = run_browser(browser, page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not console_errors(dom.stderr), console_errors(dom.stderr)
+    html = drawn(dom.stdout, ids)
+    curves, *maps = ids
+    assert 'class="main-svg"' in html[curves] and "trace scatter" in html[curves], f"{curves} has no curves"
+    assert html[curves].count("js-fill") >= 2, "the interval bands were not drawn"
+    for fig_id in maps:
+        assert 'class="hm"' in html[fig_id], f"{fig_id} has no heatmap layer"
+        assert "bits beyond inference" in html[fig_id], f"{fig_id} has no colour bar title"

@@ -15,10 +15,11 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from memsig.plots import difference_map, signature_heatmap
+from memsig.plots.interactive import colorscale, gradient_decay, gradient_map, singular_spectra
+from memsig.plots.specs import DIFFERENCE_CMAP
 from memsig.probe.signature import Signature
 from memsig.report import ReportError, build_report, write_report
 from memsig.report.__main__ import main
-from memsig.report.figures import DIFFERENCE_CMAP, colorscale, gradient_decay, gradient_map, singular_spectra
 from memsig.report.page import figures_of
 from memsig.report.study import collect, distance_rows, named_signatures, write_static_report
 from memsig.resolvers import PROJECT_ROOT

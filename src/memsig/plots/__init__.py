@@ -1,7 +1,14 @@
-"""Figures of memory signatures (matplotlib Figures, no pyplot state)."""
+"""Figures of memory signatures.
+
+:mod:`memsig.plots.specs` computes what each figure shows (renderer-neutral specifications);
+:mod:`memsig.plots.static` draws them with matplotlib (Figures without pyplot state, saved as
+PNG/SVG; the functions re-exported here) and :mod:`memsig.plots.interactive` with plotly (the
+HTML report, imported on its own: it loads plotly).
+"""
 
 from memsig.plots.gradients import gradient_figure
-from memsig.plots.heatmaps import (
+from memsig.plots.static import (
+    conditional_memory,
     confusion_plot,
     departure_bars,
     difference_map,
@@ -10,9 +17,11 @@ from memsig.plots.heatmaps import (
     save_figure,
     side_by_side,
     signature_heatmap,
+    to_matplotlib,
 )
 
 __all__ = [
+    "conditional_memory",
     "confusion_plot",
     "departure_bars",
     "difference_map",
@@ -22,4 +31,5 @@ __all__ = [
     "save_figure",
     "side_by_side",
     "signature_heatmap",
+    "to_matplotlib",
 ]

@@ -1,5 +1,5 @@
 """State-gradient figures (:class:`~memsig.analysis.state_gradients.GradientMemory`), matplotlib
-without pyplot like :mod:`memsig.plots.heatmaps`: one figure per state with the singular-value
+without pyplot like :mod:`memsig.plots.static`: one figure per state with the singular-value
 spectra per lag, the memory-decay curve, and the per-symbol gradient map laid out like a
 signature (symbols × lag, lag 1 at the top; hatched grey = too few positions)."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from memsig.analysis.state_gradients import GradientMemory
-from memsig.plots.heatmaps import CELL, _grid, _label
+from memsig.plots.specs import RECALL_CMAP, Heatmap, Scale
+from memsig.plots.static import CELL, _grid, _label
 
 
 def gradient_figure(grad: GradientMemory, state: str, top: int = 5) -> Figure:
@@ -39,8 +39,9 @@ def gradient_figure(grad: GradientMemory, state: str, top: int = 5) -> Figure:
     decay.legend(fontsize=7)
     values = grad.symbol_norm[i]
     top_value = np.nanmax(values) if np.isfinite(values).any() else 1.0
-    image = _grid(sym, values, cmap="Purples", norm=Normalize(0, top_value))
-    _label(sym, grad.lags, grad.symbols)
+    scale = Scale(RECALL_CMAP, 0.0, float(top_value), "")
+    image = _grid(sym, values, scale)
+    _label(sym, Heatmap(values, list(grad.symbols), [str(lag) for lag in grad.lags], scale))
     sym.set_title("mean ‖J·Wh‖_F per symbol at t−δ")
     fig.colorbar(image, ax=sym, shrink=0.8)
     fig.suptitle(f"state gradients: {state} ({grad.meta.get('positions', '?')} positions)")

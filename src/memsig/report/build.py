@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from memsig.data.io import atomic_write_bytes
-from memsig.probe.signature import Signature
-from memsig.report.figures import (
+from memsig.plots import specs
+from memsig.plots.interactive import (
     GradientLike,
-    difference_maps,
+    difference_menu,
     gradient_decay,
     gradient_map,
-    marginal_curves,
-    side_by_side,
-    signature_heatmap,
     singular_spectra,
+    to_plotly,
 )
+from memsig.probe.signature import Signature
 from memsig.report.page import Page
 from memsig.report.sources import EXPECTED, ReportError, RunResults, checkpoint_status, kind_of, load_run
 from memsig.report.study import StudySettings, collect, distance_rows, model_rows, named_signatures, recall_rows
@@ -179,6 +178,13 @@ BASELINE_NOTE = (
     "scored on the signature's own test positions); the lift, signature minus baseline, is the recall "
     "the later symbols cannot explain (red: the state recalls more, blue: the later symbols imply more)."
 )
+CONDITIONAL_NOTE = (
+    "In bits rather than recall: how much the state adds to the backward-context baseline's prediction of "
+    "x_(t−δ), CE(baseline) − CE(baseline + state) per test position, from a decoder that reads the state on "
+    "top of the baseline (given:<state>), on the same test positions. About 0 means the later symbols explain "
+    "the recall; above 0, the state holds x_(t−δ) itself. Intervals: 95 %, block bootstrap over the test "
+    "stream plus the spread over probe seeds."
+)
 
 
 # -------------------------------------------------------------------------------------- pages
@@ -207,9 +213,36 @@ def _signature_section(page: Page, name: str, sig: Signature, heading: str) -> N
     page.heading("Recall per symbol and lag", 3)
     page.text(f"{HEATMAP_NOTE.format(min_support=sig.min_support)} {STRIPS_NOTE}")
     for state in sig.real_states:
-        page.figure(f"{name}/heatmap/{state}", signature_heatmap(sig, state), f"{state}: recall (%) of x_(t−δ).")
+        page.figure(
+            f"{name}/heatmap/{state}", to_plotly(specs.signature_map(sig, state)), f"{state}: recall (%) of x_(t−δ)."
+        )
     page.heading("Overall recall per lag, with controls", 3)
-    page.figure(f"{name}/marginal", marginal_curves({name: sig}), CURVES_NOTE)
+    page.figure(f"{name}/marginal", to_plotly(specs.recall_curves({name: sig}, prefixed=False)), CURVES_NOTE)
+    if specs.given_states(sig):
+        _conditional_section(page, name, sig)
+
+
+def _conditional_section(page: Page, name: str, sig: Signature) -> None:
+    """Memory beyond inference of a signature with ``given:`` decoders: bits per lag with their
+    intervals, each real state's total, and its bits per symbol and lag."""
+    spec = specs.conditional(sig)
+    page.heading("Memory beyond inference", 3)
+    page.text(CONDITIONAL_NOTE)
+    page.text(" ".join(f"{specs.total_text(s, *t)}." for s, t in spec.totals.items() if s in sig.real_states))
+    page.figure(
+        f"{name}/conditional/bits",
+        to_plotly(spec.curves),
+        "Bits of x_(t−δ) per test position that each state adds to the backward-context baseline, per lag, "
+        "with the 95 % interval as a band; dash-dotted: the shuffled control, which must sit at 0.",
+    )
+    for heatmap in spec.maps:
+        page.figure(
+            f"{name}/conditional/map/{heatmap.name}",
+            to_plotly(heatmap),
+            f"{heatmap.name}: bits beyond inference per true symbol x_(t−δ) and lag, on one symmetric scale for "
+            "all states (red: the state adds bits, blue: the decoder does worse than the baseline alone); grey: "
+            "too few test positions.",
+        )
 
 
 def _gradient_section(page: Page, grad: GradientLike) -> None:
@@ -253,11 +286,11 @@ def _baseline_section(page: Page, sig: Signature, base: Signature) -> None:
     page.heading("What the later symbols alone imply")
     page.text(BASELINE_NOTE)
     page.table(recall_rows({"backward context": base}))
-    page.figure("baseline/heatmap", signature_heatmap(base, state), f"{base.provenance()}: recall (%) of x_(t−δ).")
-    named = {**dict.fromkeys(sig.real_states, sig), "later symbols": base}
-    states = {**{s: s for s in sig.real_states}, "later symbols": state}
-    pairs = [(s, "later symbols") for s in sig.real_states]
-    page.figure("baseline/lift map", difference_maps(named, states, pairs), "Lift: signature − baseline, in points.")
+    page.figure(
+        "baseline/heatmap", to_plotly(specs.signature_map(base, state)), f"{base.provenance()}: recall (%) of x_(t−δ)."
+    )
+    lifts = [specs.difference(sig, base, s, state, (s, "later symbols")) for s in sig.real_states]
+    page.figure("baseline/lift map", difference_menu(lifts), "Lift: signature − baseline, in points.")
 
 
 def _run_page(run: RunResults) -> Page:
@@ -319,7 +352,7 @@ def _sweep_page(path: Path, n_boot: int, study: StudySettings) -> Page:
     page.table(recall_rows(sigs))
     page.figure(
         "study/marginal",
-        marginal_curves(sigs, real_only=True),
+        to_plotly(specs.recall_curves(sigs, real_only=True, prefixed=len(sigs) > 1)),
         "Overall recall per lag of every model and probed state; dotted grey: the majority class.",
     )
     first = {name: sig.real_states[0] for name, sig in sigs.items()}
@@ -328,13 +361,15 @@ def _sweep_page(path: Path, n_boot: int, study: StudySettings) -> Page:
         f"{HEATMAP_NOTE.format(min_support=max(s.min_support for s in sigs.values()))} Shown: the first "
         "probed state of each model, on one colour scale."
     )
-    page.figure("study/side_by_side", side_by_side(sigs, first), "Per-symbol recall (%), one panel per model.")
+    page.figure(
+        "study/side_by_side", to_plotly(specs.recall_panels(sigs, first)), "Per-symbol recall (%), one panel per model."
+    )
     pairs = [(a, b) for a, b in study.differences if a in sigs and b in sigs] or list(combinations(sigs, 2))
     if len(sigs) > 1:
         page.heading("Differences")
         page.figure(
             "study/differences",
-            difference_maps(sigs, first, pairs),
+            difference_menu([specs.difference(sigs[a], sigs[b], first[a], first[b], (a, b)) for a, b in pairs]),
             "Recall of the first model minus the second, in points, for the pair picked in the menu: red = "
             "the first recalls better, blue = the second; grey: too few test positions in either.",
         )

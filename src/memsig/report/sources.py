@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from memsig.data.io import sha256_of
+from memsig.plots.interactive import GradientLike
 from memsig.probe.signature import Signature
-from memsig.report.figures import GradientLike
 
 SIGNATURE = "signature.npz"
 GRADIENTS = "gradients.npz"

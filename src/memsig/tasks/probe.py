@@ -71,9 +71,18 @@ def source_meta(model: Any, ckpt: str | Path, data_cfg: DictConfig) -> dict[str,
 
 def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_lags: Sequence[int] = ()) -> list[Path]:
     """Heatmap per probed real state, all real states side by side on one scale (when there are
-    several), marginal curves of all states (controls dashed), and the confusion matrix of
-    each real state at each of ``confusion_lags``."""
-    from memsig.plots import confusion_plot, marginal_curves, save_figure, side_by_side, signature_heatmap
+    several), marginal curves of all states (controls dashed), the confusion matrix of each real
+    state at each of ``confusion_lags``, and, when the signature has the baseline's ``given:``
+    decoders, the memory beyond inference in bits (``memory_beyond_inference``)."""
+    from memsig.plots import (
+        conditional_memory,
+        confusion_plot,
+        marginal_curves,
+        save_figure,
+        side_by_side,
+        signature_heatmap,
+    )
+    from memsig.plots.specs import given_states
 
     paths = []
     for state in sig.real_states:
@@ -86,6 +95,8 @@ def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_la
         states = {s: s for s in sig.real_states}
         paths += save_figure(side_by_side(dict.fromkeys(states, sig), states), folder / "states_side_by_side", formats)
     paths += save_figure(marginal_curves(sig), folder / "marginal_recall", formats)
+    if given_states(sig):
+        paths += save_figure(conditional_memory(sig), folder / "memory_beyond_inference", formats)
     return paths
 
 
