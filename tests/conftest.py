@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,28 @@ def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "trai
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def wandb_media_keys(run_folder: Path) -> set[str]:
+    """The keys of the media an offline W&B run logged, read from its media files
+    (``files/media/<kind>/<key>_<step>_<hash>.<ext>``), which the client writes as it logs."""
+    media = run_folder / "files" / "media"
+    return {
+        re.sub(r"_\d+_[0-9a-f]+\.(html|plotly\.json|png)$", "", str(f.relative_to(kind)))
+        for kind in media.iterdir()
+        for f in kind.rglob("*.*")
+    }
+
+
+def wandb_log(run_folder: Path, *needles: bytes, timeout: float = 60.0) -> bytes:
+    """The offline run's ``.wandb`` transaction log once it holds every needle (a background
+    process writes it and may lag behind the client under load), else as it is after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = next(run_folder.glob("*.wandb")).read_bytes()
+        if all(n in log for n in needles) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.5)
 
 
 def quiet_trainer(**settings: Any) -> L.Trainer:

@@ -14,7 +14,7 @@ from memsig.report.compare import compare
 from memsig.tasks.probe import probe
 from memsig.tasks.rundir import RunDirError
 
-from conftest import compose_cfg
+from conftest import compose_cfg, wandb_log, wandb_media_keys
 
 SMALL = [
     "probe.lags=[1,2,4]",
@@ -130,8 +130,9 @@ def test_wandb_offline_run_holds_the_signature_artifact(trained_lm, tmp_path, mo
     cfg = compose_cfg([f"ckpt={trained_lm['dir']}", *SMALL, "logger=wandb"], tmp_path, config_name="probe")
     probe(cfg)
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
-    log = next(run.glob("*.wandb")).read_bytes()
-    assert b"signature" in log and b"signature.npz" in log and b"heatmap_layer1.c.png" in log
+    assert "signature/heatmap_layer1.c" in wandb_media_keys(run)
+    log = wandb_log(run, b"signature.npz", b"figures/heatmap_layer1.c.png")
+    assert b"signature.npz" in log and b"figures/heatmap_layer1.c.png" in log  # the artifact's files
 
 
 def test_compare_draws_and_measures(probe_run, tmp_path):

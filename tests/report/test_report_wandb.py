@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from memsig.report import log_report, write_report
 from memsig.report.page import figures_of
 
+from conftest import wandb_media_keys
 from report_helpers import write_probe_run, write_train_run
 
 
@@ -18,18 +18,6 @@ def offline(monkeypatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-
-
-def logged_keys(run_folder: Path) -> set[str]:
-    """The keys of the media an offline run logged, read from its media files
-    (``files/media/<kind>/<key>_<step>_<hash>.<ext>``), which the client writes when it logs;
-    the ``.wandb`` transaction log is written by a background process and may lag behind."""
-    media = run_folder / "files" / "media"
-    return {
-        re.sub(r"_\d+_[0-9a-f]+\.(html|plotly\.json)$", "", str(f.relative_to(media / kind)))
-        for kind in ("html", "plotly")
-        for f in (media / kind).rglob("*.*")
-    }
 
 
 def test_log_report_to_an_offline_run(offline, tmp_path: Path) -> None:
@@ -47,7 +35,7 @@ def test_log_report_to_an_offline_run(offline, tmp_path: Path) -> None:
     (html,) = (media / "html").rglob("*.html")
     assert html.read_text() == page.read_text()
     assert len(list((media / "plotly").rglob("*.plotly.json"))) == len(keys)
-    assert logged_keys(folder) == {"report/page", *(f"report/{k}" for k in keys)}
+    assert wandb_media_keys(folder) == {"report/page", *(f"report/{k}" for k in keys)}
 
 
 def test_log_report_through_the_lightning_loggers(offline, tmp_path: Path) -> None:
@@ -64,4 +52,4 @@ def test_log_report_through_the_lightning_loggers(offline, tmp_path: Path) -> No
     finally:
         logger.experiment.finish()
     (folder,) = (tmp_path / "wandb").glob("offline-run-*")
-    assert {"report/page", "report/main/heatmap/layer1.c"} <= logged_keys(folder)
+    assert {"report/page", "report/main/heatmap/layer1.c"} <= wandb_media_keys(folder)

@@ -270,7 +270,8 @@ def recall_curves(
 ) -> Curves:
     """Overall recall (%) per lag, one curve per (signature, state), with its 95 % interval.
 
-    ``states``: those drawn where present (default all; ``real_only``: no controls); with
+    ``states``: those drawn where present (default all but the ``given:`` decoders, whose gain is
+    drawn in bits by :func:`conditional`; ``real_only``: no controls either); with
     ``prefixed`` a named signature's curves are called ``<name>: <state>``. A control is drawn in its
     state's colour (``random:`` dashed, ``shuffled:`` dash-dotted); the majority-class rate is a grey
     dotted line, one per distinct rate (named plainly when all signatures share it).
@@ -280,7 +281,7 @@ def recall_curves(
     majorities: list[np.ndarray] = []
     for name, sig in sigs.items():
         prefix = f"{name}: " if name and prefixed else ""
-        pool = sig.real_states if real_only else sig.states
+        pool = sig.real_states if real_only else [s for s in sig.states if not s.startswith(GIVEN)]
         low, high = (100 * x for x in sig.accuracy_ci())
         for state in [s for s in dict.fromkeys(states or pool) if s in pool]:
             i = sig.index(state)
