@@ -1,11 +1,11 @@
 """Factorized-kernel character LM: recurrent kernels ``W(λ) = W_0 + Σ_k λ_k u_k v_kᵀ``.
 
 Reference §1 ("Factorized-kernel LM") and fig. 6. The network, :class:`FactorizedCharRNN`, is
-the :class:`~memsig.models.char_rnn.CharRNN` whose every recurrent kernel (``weight_hh``, ``[G·H, H]``, G = 4 gates for an LSTM, 3 for a
-GRU) is the base ``W_0`` plus K rank-one bases weighted by the input statistics λ of the
-batch: one basis per symbol bigram (K = V², 31² = 961 here) with ``data/lambdas=bigram``
-(:mod:`memsig.data.lambdas` computes λ; the batch carries it as ``lam``). Per layer the
-bases are two matrices, ``U`` ``[G·H, K]`` and ``V`` ``[H, K]``, so
+the :class:`~memsig.models.char_rnn.CharRNN` whose every recurrent kernel (``weight_hh``,
+``[G·H, H]``, G = 4 gates for an LSTM, 3 for a GRU) is the base ``W_0`` plus K rank-one bases
+weighted by the input statistics λ of the batch: one basis per symbol bigram (K = V², 31² = 961
+here) with ``data/lambdas=bigram`` (:mod:`memsig.data.lambdas` computes λ; the batch carries it
+as ``lam``). Per layer the bases are two matrices, ``U`` ``[G·H, K]`` and ``V`` ``[H, K]``, so
 ``W(λ) = W_0 + U·diag(λ)·Vᵀ``: memory O(K·H), never K full matrices.
 
 Two paths, picked by the shape of the batch's λ:
@@ -38,8 +38,8 @@ through its λ-related parameters); ``all`` trains everything.
 
 :class:`FactorizedCharLM` trains it: the :class:`~memsig.models.char_lm.CharLM` with this
 network, plus λ's normalisation and ``trainable``. State interface: as the CharLM's
-(``layer{l}.c``, ``layer{l}.h``). :class:`FixedLambda` is the same model seen with one fixed, already normalised λ — the
-StateSource of the per-basis signatures (:mod:`memsig.tasks.bases`).
+(``layer{l}.c``, ``layer{l}.h``). :class:`FixedLambda` is the same model seen with one fixed,
+already normalised λ — the StateSource of the per-basis signatures (:mod:`memsig.tasks.bases`).
 """
 
 from __future__ import annotations
