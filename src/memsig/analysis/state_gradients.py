@@ -121,8 +121,9 @@ def jacobians(
     Row n is the window ``t−Δ … t`` (``t = positions[n]``) after ``warmup`` context symbols.
     ``reverse`` mode gives ``∂s_t / ∂e_{t−δ}`` (the state at the window's end, each input of it);
     ``forward`` mode (sources with a :func:`~memsig.analysis.tangents.tangent_net`, e.g. the CharLM)
-    gives ``∂s_{p+δ} / ∂e_p`` with ``p = t−Δ`` (the window's first input, each state after it) — the same (input, lag) pairs
-    up to which end is held fixed, all states at once. ``auto`` picks forward where available.
+    gives ``∂s_{p+δ} / ∂e_p`` with ``p = t−Δ`` (the window's first input, each state after it) —
+    the same (input, lag) pairs up to which end is held fixed, all states at once. ``auto`` picks
+    forward where available.
 
     Args:
         source: the model (eval mode, as the caller set it).
