@@ -6,7 +6,8 @@ from torch import nn
 
 from memsig.data.corpora import TextCorpus
 from memsig.data.text import TextDataModule
-from memsig.models.char_lm import CharLM, lstm_cell_states
+from memsig.models.char_lm import CharLM
+from memsig.models.char_rnn import lstm_cell_states
 from memsig.models.checkpoint import CheckpointError, check_compatible, load_model, load_weights
 from memsig.states import StateBatch, StateSource
 from memsig.vocab import Vocab, VocabMismatchError
@@ -58,7 +59,7 @@ def test_states_interface(cell):
     assert lm.training  # mode restored
     # the top layer's h is what the projection reads
     logits, _, _ = lm.eval()(inputs)
-    torch.testing.assert_close(lm.projection(sb.states["layer3.h"]), logits)
+    torch.testing.assert_close(lm.net.projection(sb.states["layer3.h"]), logits)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -82,13 +83,13 @@ def test_weight_drop_only_in_training():
     torch.testing.assert_close(lm(x)[0], lm(x)[0])
     lm.train()
     assert not torch.allclose(lm(x)[0], lm(x)[0])
-    assert lm.layers[0].weight_hh_l0.abs().min() > 0  # parameters untouched
+    assert lm.net.layers[0].weight_hh_l0.abs().min() > 0  # parameters untouched
 
 
 def test_nan_loss_names_the_problem():
     lm = make()
     with torch.no_grad():
-        lm.projection.bias.fill_(float("nan"))
+        lm.net.projection.bias.fill_(float("nan"))
     lm.log = lambda *a, **k: None  # no trainer attached
     with pytest.raises(FloatingPointError, match="lower model.lr"):
         lm.training_step(batch(torch.randint(0, 31, (2, 8))), 0)
@@ -114,7 +115,7 @@ def test_a_step_with_overflowing_gradients_is_skipped_and_too_many_in_a_row_rais
         logits = lm(torch.randint(0, 31, (2, 8)))[0]
         logits.square().mean().backward()
         if overflow:
-            lm.layers[0].weight_hh_l0.grad[0, 0] = float("inf")
+            lm.net.layers[0].weight_hh_l0.grad[0, 0] = float("inf")
         lm.on_before_optimizer_step(opt)
         opt.step()
 
@@ -123,7 +124,7 @@ def test_a_step_with_overflowing_gradients_is_skipped_and_too_many_in_a_row_rais
     for n, p in lm.named_parameters():  # nothing moved, not even by weight decay
         torch.testing.assert_close(p, before[n], rtol=0, atol=0)
     step(overflow=False)
-    assert lm.skipped_steps == 1 and not torch.equal(lm.projection.weight, before["projection.weight"])
+    assert lm.skipped_steps == 1 and not torch.equal(lm.net.projection.weight, before["net.projection.weight"])
     for _ in range(9):
         step(overflow=True)
     with pytest.raises(FloatingPointError, match="10 steps in a row"):

@@ -36,12 +36,12 @@ def plain_run(m: FactorizedCharLM, x: torch.Tensor, kernels: list[torch.Tensor])
     ``weight_hh`` is the given (materialised) kernel of each row."""
     out = []
     for row, w in zip(x, kernels):
-        h = m.embedding(row[None])
-        for layer in m.layers:
+        h = m.net.embedding(row[None])
+        for layer in m.net.layers:
             plain = type(layer)(layer.input_size, layer.hidden_size, batch_first=True).double()
             plain.load_state_dict({**layer.state_dict(), "weight_hh_l0": w})
             h, _ = plain(h)
-        out.append(m.projection(h))
+        out.append(m.net.projection(h))
     return torch.cat(out)
 
 
@@ -49,13 +49,13 @@ def plain_run(m: FactorizedCharLM, x: torch.Tensor, kernels: list[torch.Tensor])
 def test_zero_lambda_or_zero_bases_is_the_plain_cell_with_w0(cell: str) -> None:
     m = model(cell)
     x = inputs()
-    w0 = [m.layers[0].weight_hh_l0.detach()] * len(x)
+    w0 = [m.net.layers[0].weight_hh_l0.detach()] * len(x)
     expected = plain_run(m, x, w0)
     z = torch.randn(len(x), K, dtype=torch.float64)
     for lam in (torch.zeros(K, dtype=torch.float64), torch.zeros(len(x), K, dtype=torch.float64)):
         torch.testing.assert_close(m(x, lam=lam)[0], expected, atol=1e-6, rtol=0)
     with torch.no_grad():
-        m.bases[0].u.zero_()
+        m.net.bases[0].u.zero_()
     torch.testing.assert_close(m(x, lam=z)[0], expected, atol=1e-6, rtol=0)  # per-row path, u = 0
     torch.testing.assert_close(m(x, lam=z[0])[0], expected, atol=1e-6, rtol=0)  # folded path, u = 0
 
@@ -65,8 +65,8 @@ def test_low_rank_paths_equal_the_materialised_sum(cell: str) -> None:
     m = model(cell, layers=1)
     x = inputs()
     z = torch.randn(len(x), K, dtype=torch.float64)
-    b = m.bases[0]
-    w0 = m.layers[0].weight_hh_l0.detach()
+    b = m.net.bases[0]
+    w0 = m.net.layers[0].weight_hh_l0.detach()
     # Σ_k λ_k u_k v_kᵀ, materialised basis by basis
     kernels = [w0 + sum(zr[k] * torch.outer(b.u[:, k], b.v[:, k]) for k in range(K)).detach() for zr in z]
     torch.testing.assert_close(m(x, lam=z)[0], plain_run(m, x, kernels), atol=1e-9, rtol=0)
@@ -82,15 +82,15 @@ def test_cell_states_of_both_paths_match_a_step_by_step_cell() -> None:
     batch = {"inputs": x, "mask": torch.ones_like(x, dtype=torch.bool), "history": torch.zeros_like(x), "carry": False}
     folded = m.states({**batch, "lam_z": z})
     looped = m.states({**batch, "lam_z": z.expand(len(x), -1)})
-    emb = m.embedding(x)
+    emb = m.net.embedding(x)
     cell = nn.LSTMCell(6, 12).double()
-    layer = m.layers[0]
+    layer = m.net.layers[0]
     cell.load_state_dict(
         {
             "weight_ih": layer.weight_ih_l0,
             "bias_ih": layer.bias_ih_l0,
             "bias_hh": layer.bias_hh_l0,
-            "weight_hh": m.bases[0].fold(layer.weight_hh_l0, z),
+            "weight_hh": m.net.bases[0].fold(layer.weight_hh_l0, z),
         }
     )
     h = c = torch.zeros(len(x), 12, dtype=torch.float64)
@@ -108,7 +108,7 @@ def test_gradients_reach_u_v_and_w0(shared: bool) -> None:
     x = inputs()
     z = torch.randn(K, dtype=torch.float64) if shared else torch.randn(len(x), K, dtype=torch.float64)
     m(x, lam=z)[0].square().sum().backward()
-    for p in (m.bases[0].u, m.bases[0].v, m.layers[0].weight_hh_l0, m.layers[0].weight_ih_l0):
+    for p in (m.net.bases[0].u, m.net.bases[0].v, m.net.layers[0].weight_hh_l0, m.net.layers[0].weight_ih_l0):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
@@ -148,10 +148,10 @@ def test_fixed_lambda_is_a_state_source_and_bases_only_training_freezes_the_rest
     sb = fixed.states(
         {"inputs": x, "mask": torch.ones_like(x, dtype=torch.bool), "history": torch.zeros_like(x), "carry": False}
     )
-    assert set(sb.states) == {"layer1.c", "layer1.h"} and fixed.kernel_params("layer1.c") > m.bases[0].u.numel()
+    assert set(sb.states) == {"layer1.c", "layer1.h"} and fixed.kernel_params("layer1.c") > m.net.bases[0].u.numel()
     m.configure_optimizers()
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
-    assert trainable == {"bases.0.u", "bases.0.v"}
+    assert trainable == {"net.bases.0.u", "net.bases.0.v"}
 
 
 @pytest.mark.parametrize("scope", ["segment", "cluster"])

@@ -13,11 +13,12 @@ are batched too: the rows are replicated ``chunk`` times and replica j gets unit
 whole Jacobian set costs ``D / chunk`` forward+backward passes of ``chunk·N`` rows of length Δ+1
 (not D·N passes of one position; ``benchmarks/state_gradients_speed.py`` measures the gain).
 The result is exact (no truncation beyond what ``warmup`` does to the context).
-A source that offers ``input_jacobians`` (the CharLM: LSTM and GRU cells) is run in **forward
-mode** instead: E unit tangents on each window's first input ``e_p`` propagate through the cell
-equations and give ``∂s_{p+δ}/∂e_p`` for every lag, layer and state at once — O(E) work per step
-where reverse mode needs O(D) per state (PyTorch's forward-mode AD does not cover the fused
-oneDNN LSTM, hence the hand-written tangents). Both modes are exact; they hold the other end of
+A source whose network is a plain CharRNN (the CharLM: LSTM and GRU cells) is run in **forward
+mode** instead (:mod:`memsig.analysis.tangents`): E unit tangents on each window's first input
+``e_p`` propagate through the cell equations and give ``∂s_{p+δ}/∂e_p`` for every lag, layer and
+state at once — O(E) work per step where reverse mode needs O(D) per state (PyTorch's
+forward-mode AD does not cover the fused oneDNN LSTM, hence the hand-written tangents). Both
+modes are exact; they hold the other end of
 the (input, state) pair fixed, and the per-symbol maps are keyed by the input's symbol either way.
 
 **Whitening.** Embedding spaces are anisotropic, so the Jacobian is analysed in whitened
@@ -51,6 +52,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from memsig.analysis.correlation import spearman
+from memsig.analysis.tangents import input_jacobians, tangent_net
 from memsig.probe.signature import Signature, read_labelled, write_labelled
 from memsig.states import GradientSource
 
@@ -118,9 +120,10 @@ def jacobians(
 
     Row n is the window ``t−Δ … t`` (``t = positions[n]``) after ``warmup`` context symbols.
     ``reverse`` mode gives ``∂s_t / ∂e_{t−δ}`` (the state at the window's end, each input of it);
-    ``forward`` mode (sources with ``input_jacobians``, e.g. the CharLM) gives ``∂s_{p+δ} / ∂e_p``
-    with ``p = t−Δ`` (the window's first input, each state after it) — the same (input, lag) pairs
-    up to which end is held fixed, all states at once. ``auto`` picks forward where available.
+    ``forward`` mode (sources with a :func:`~memsig.analysis.tangents.tangent_net`, e.g. the CharLM)
+    gives ``∂s_{p+δ} / ∂e_p`` with ``p = t−Δ`` (the window's first input, each state after it) —
+    the same (input, lag) pairs up to which end is held fixed, all states at once. ``auto`` picks
+    forward where available.
 
     Args:
         source: the model (eval mode, as the caller set it).
@@ -137,14 +140,14 @@ def jacobians(
     """
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"gradients mode must be auto, forward or reverse; got {mode!r}")
-    has_forward = callable(getattr(source, "input_jacobians", None))
-    if mode == "forward" and not has_forward:
-        raise TypeError(f"{type(source).__name__} has no input_jacobians (forward mode); use mode=reverse")
+    net = tangent_net(source)
+    if mode == "forward" and net is None:
+        raise TypeError(f"{type(source).__name__} has no forward mode (its network is no CharRNN); use mode=reverse")
     offsets = torch.arange(-(warmup + lags), 1)
     rows = ids.long()[positions[:, None] + offsets]  # [N, warmup + Δ + 1]
     context, window = rows[:, :warmup], rows[:, warmup:]
-    if has_forward and mode != "reverse":
-        jac = source.input_jacobians(window, context)  # type: ignore[attr-defined]
+    if net is not None and mode != "reverse":
+        jac = input_jacobians(net, window, context)
         return {name: jac[name] for name in states}, window[:, :1].expand(-1, lags + 1)
     with torch.no_grad():
         emb = source.embed(window)  # [N, Δ+1, E]
@@ -296,7 +299,7 @@ def state_gradients(
     for i, x in enumerate(spectra):
         svals[i, :, : x.shape[1]] = x
     norm = norm_sum.sum(-1) / n
-    forward = mode != "reverse" and callable(getattr(source, "input_jacobians", None))
+    forward = mode != "reverse" and tangent_net(source) is not None
     meta = {
         "positions": n,
         "mode": "forward" if forward else "reverse",

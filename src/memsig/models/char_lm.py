@@ -1,16 +1,10 @@
-"""Character language model: embedding, a stack of single-layer LSTMs or GRUs, projection.
+"""The character LM's training: :class:`CharLM`, the LightningModule that trains a :class:`CharRNN`.
 
-    logits_{t} = W_P · RNN_L(… RNN_1(W_C · onehot(g_t))) + b_P,   predicting g_{t+1}
-
-The stack is built from one-layer ``nn.LSTM``/``nn.GRU`` modules (fused kernels) so every
-layer's output sequence is available. The LSTM cell state c_t of every position, which
-``nn.LSTM`` does not return, is recomputed from the returned h sequence (see
-:func:`lstm_cell_states`): one matmul for all gates plus an elementwise loop.
-
-Regularisation: ``dropout_embedding`` on W_C's output; ``dropout`` on each layer's output
-(between layers and before W_P); ``dropout_recurrent`` drops entries of each recurrent
-weight matrix W_hh once per batch (weight drop / DropConnect as in AWD-LSTM), the way to
-regularise the state path that keeps the fused kernel.
+The network (embedding, recurrent stack, projection, every layer's states) is
+:class:`~memsig.models.char_rnn.CharRNN`, built from the module's options; this module keeps what
+training needs around it: the next-symbol loss and its metrics, the optimizer and schedule, the
+recurrent state carried from window to window (also across a resume, in the checkpoint),
+skipping steps whose gradients overflow, and the divergence check.
 
 State interface (:class:`~memsig.states.StateSource`): ``states(batch)`` gives
 ``layer{l}.h`` (and ``layer{l}.c`` for LSTM), ``[B, T, hidden_size]``, l = 1 nearest the
@@ -27,14 +21,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 from torchmetrics import MeanMetric
 
+from memsig.models.char_rnn import Cell, CharRNN, LayerRun, LayerState
 from memsig.states import StateBatch
 from memsig.vocab import Vocab
 
-Cell = Literal["lstm", "gru"]
-LayerState = Tensor | tuple[Tensor, Tensor]  # GRU: h [1, B, H]; LSTM: (h, c)
 LOG2E = 1.0 / math.log(2.0)
 MAX_SKIPPED_IN_A_ROW = 10  # overflowing steps in a row before training gives up
 DIVERGED = 10.0  # a training cross-entropy above DIVERGED · log V has diverged (see divergence)
@@ -53,107 +45,18 @@ def divergence(loss: Tensor, num_classes: int) -> str | None:
     return f" (diverged: above {bound:.1f} = {DIVERGED:g} × log {num_classes}, the uniform guess's loss)"
 
 
-def lstm_cell_states(
-    layer: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor | None = None
-) -> Tensor:
-    """Cell states of a one-layer batch-first ``nn.LSTM`` at every position.
-
-    Args:
-        layer: the LSTM (one layer, unidirectional, batch_first).
-        x: ``[B, T, I]`` its input sequence.
-        h: ``[B, T, H]`` its output sequence (as returned for ``x`` from ``(h0, c0)``).
-        h0, c0: ``[B, H]`` the initial state.
-        weight_hh: ``[4H, H]`` the recurrent kernel the run used (default: the layer's own).
-    Returns:
-        ``[B, T, H]`` c_t for every t.
-    """
-    h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
-    w_hh = layer.weight_hh_l0 if weight_hh is None else weight_hh
-    gates = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(h_prev, w_hh, layer.bias_hh_l0)
-    return cell_states_from_gates(gates, c0)
-
-
-def cell_states_from_gates(gates: Tensor, c0: Tensor) -> Tensor:
-    """``[B, T, H]`` the LSTM cell states c_t from the gate pre-activations ``[B, T, 4H]``
-    (i, f, g, o, as ``nn.LSTM`` orders them) and the initial cell state ``c0`` ``[B, H]``."""
-    i, f, g, _ = gates.chunk(4, dim=-1)
-    i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
-    ig = i * g
-    c = torch.empty_like(ig)
-    c_t = c0
-    for t in range(ig.shape[1]):
-        c_t = torch.addcmul(ig[:, t], f[:, t], c_t)
-        c[:, t] = c_t
-    return c
-
-
-def _lstm_tangents(
-    layer: nn.LSTM, x: Tensor, dx: Tensor, h: Tensor | None, c: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Run LSTM ``layer`` on ``x`` ``[N, W, I]`` from ``(h, c)`` ``[N, H]`` (None: zeros) carrying the
-    tangents ``dx`` ``[N, W, K, I]``: returns h ``[N, W, H]``, dh and dc ``[N, W, K, H]``."""
-    w_hh = layer.weight_hh_l0
-    gx = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0 + layer.bias_hh_l0)  # [N, W, 4H]
-    dgx = dx @ layer.weight_ih_l0.T  # [N, W, K, 4H]
-    n, steps, k, _ = dgx.shape
-    size = w_hh.shape[1]
-    h = h if h is not None else x.new_zeros(n, size)
-    c = c if c is not None else x.new_zeros(n, size)
-    dh, dc = x.new_zeros(n, k, size), x.new_zeros(n, k, size)
-    hs, dhs, dcs = [], [], []
-    for t in range(steps):
-        gi, gf, gg, go = (gx[:, t] + h @ w_hh.T).chunk(4, -1)
-        di, df, dg, do = (dgx[:, t] + dh @ w_hh.T).chunk(4, -1)
-        i, f, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
-        di, df = (i * (1 - i))[:, None] * di, (f * (1 - f))[:, None] * df
-        dg, do = (1 - g * g)[:, None] * dg, (o * (1 - o))[:, None] * do
-        dc = df * c[:, None] + f[:, None] * dc + di * g[:, None] + i[:, None] * dg
-        c = f * c + i * g
-        tc = torch.tanh(c)
-        dh = do * tc[:, None] + (o * (1 - tc * tc))[:, None] * dc
-        h = o * tc
-        hs.append(h)
-        dhs.append(dh)
-        dcs.append(dc)
-    return torch.stack(hs, 1), torch.stack(dhs, 1), torch.stack(dcs, 1)
-
-
-def _gru_tangents(layer: nn.GRU, x: Tensor, dx: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
-    """As :func:`_lstm_tangents` for a GRU layer (``nn.GRU``'s equations): h and dh."""
-    w_hh, b_hh = layer.weight_hh_l0, layer.bias_hh_l0
-    gx = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0)  # [N, W, 3H]
-    dgx = dx @ layer.weight_ih_l0.T
-    n, steps, k, _ = dgx.shape
-    size = w_hh.shape[1]
-    h = h if h is not None else x.new_zeros(n, size)
-    dh = x.new_zeros(n, k, size)
-    hs, dhs = [], []
-    for t in range(steps):
-        xr, xz, xn = gx[:, t].chunk(3, -1)
-        hr, hz, hn = F.linear(h, w_hh, b_hh).chunk(3, -1)
-        dxr, dxz, dxn = dgx[:, t].chunk(3, -1)
-        dhr, dhz, dhn = (dh @ w_hh.T).chunk(3, -1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        cand = torch.tanh(xn + r * hn)
-        dr, dz = (r * (1 - r))[:, None] * (dxr + dhr), (z * (1 - z))[:, None] * (dxz + dhz)
-        dcand = (1 - cand * cand)[:, None] * (dxn + dr * hn[:, None] + r[:, None] * dhn)
-        dh = dz * (h - cand)[:, None] + (1 - z)[:, None] * dcand + z[:, None] * dh
-        h = (1 - z) * cand + z * h
-        hs.append(h)
-        dhs.append(dh)
-    return torch.stack(hs, 1), torch.stack(dhs, 1)
-
-
 class CharLM(L.LightningModule):
     """Character-level LSTM/GRU language model (a LightningModule and a StateSource).
+
+    Builds its network (:meth:`build_net`, ``self.net``) from the options and trains it.
 
     Args:
         vocab: the symbol set (a :class:`Vocab` or its ``to_dict()``).
         cell: ``lstm`` or ``gru``.
         num_layers: stacked recurrent layers.
-        hidden_size: units per layer (the paper's kernel size, 80–640).
+        hidden_size: units per layer (the paper's kernel size).
         embedding_size: size of W_C's output.
-        dropout_embedding, dropout, dropout_recurrent: see module docstring.
+        dropout_embedding, dropout, dropout_recurrent: as :class:`~memsig.models.char_rnn.CharRNN`.
         lr, weight_decay, betas: AdamW settings.
         scheduler: ``none``, ``plateau`` (halve the rate when val/loss stops falling) or
             ``cosine`` (to 0 over the run's estimated steps).
@@ -177,79 +80,41 @@ class CharLM(L.LightningModule):
         scheduler: Literal["none", "plateau", "cosine"] = "plateau",
     ) -> None:
         super().__init__()
-        if cell not in ("lstm", "gru"):
-            raise ValueError(f"model.cell must be lstm or gru; got {cell!r}")
         self.vocab = vocab if isinstance(vocab, Vocab) else Vocab.from_dict(dict(vocab))
         self.save_hyperparameters(ignore=["vocab"], logger=False)
         self.hparams["vocab"] = self.vocab.to_dict()
         self.hparams["betas"] = list(betas)
-        rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.embedding = nn.Embedding(len(self.vocab), embedding_size)
-        self.layers = nn.ModuleList(
-            rnn(embedding_size if i == 0 else hidden_size, hidden_size, batch_first=True) for i in range(num_layers)
-        )
-        self.projection = nn.Linear(hidden_size, len(self.vocab))
-        self.state_names = [
-            f"layer{i + 1}.{k}" for i in range(num_layers) for k in (("c", "h") if cell == "lstm" else ("h",))
-        ]
+        self.net = self.build_net()
+        self.register_load_state_dict_pre_hook(_net_at_the_top_level)
+        self.state_names = self.net.state_names
         self.state_dims = {name: hidden_size for name in self.state_names}
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._carried: dict[str, list[LayerState]] = {}
         self.skipped_steps, self._skipped_in_a_row = 0, 0
 
-    # ------------------------------------------------------------------ the network
-    def zero_state(self, batch_size: int) -> list[LayerState]:
-        z = self.embedding.weight.new_zeros(1, batch_size, self.hparams.hidden_size)
-        return [(z, z) if self.hparams.cell == "lstm" else z for _ in self.layers]
+    def build_net(self) -> CharRNN:
+        """The network this module trains, from its options (``self.hparams``)."""
+        hp = self.hparams
+        return CharRNN(
+            len(self.vocab),
+            hp.cell,
+            hp.num_layers,
+            hp.hidden_size,
+            hp.embedding_size,
+            hp.dropout_embedding,
+            hp.dropout,
+            hp.dropout_recurrent,
+        )
 
-    def _run_layer(self, i: int, x: Tensor, state: LayerState, **cond: Any) -> tuple[Tensor, LayerState]:
-        layer = self.layers[i]
-        p = self.hparams.dropout_recurrent
-        if self.training and p > 0:
-            params = dict(layer.named_parameters())
-            params["weight_hh_l0"] = F.dropout(params["weight_hh_l0"], p)
-            return functional_call(layer, params, (x, state))
-        return layer(x, state)
+    def forward(
+        self, inputs: Tensor, state: list[LayerState] | None = None, return_layers: bool = False, **cond: Any
+    ) -> tuple[Tensor, list[LayerState], list[LayerRun]]:
+        """The network's :meth:`~memsig.models.char_rnn.CharRNN.forward`."""
+        return self.net(inputs, state, return_layers, **cond)
 
     def conditioning(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Extra inputs of every layer taken from a batch (none here; see the factorized LM)."""
         return {}
-
-    def _cell_states(self, i: int, x: Tensor, h: Tensor, s0: LayerState, **cond: Any) -> Tensor:
-        """``[B, T, H]`` the cell states of LSTM layer ``i`` (0-based) for its run ``x`` → ``h`` from ``s0``
-        (``cond``: as :meth:`forward`)."""
-        return lstm_cell_states(self.layers[i], x, h, s0[0][0], s0[1][0])
-
-    def forward(
-        self, inputs: Tensor, state: list[LayerState] | None = None, return_layers: bool = False, **cond: Any
-    ) -> tuple[Tensor, list[LayerState], list[tuple[Tensor, Tensor, LayerState]]]:
-        """Run the LM.
-
-        Args:
-            inputs: ``[B, T]`` symbol ids.
-            state: per layer, the state to start from (``None``: zeros).
-            return_layers: also return each layer's ``(input [B,T,I], output [B,T,H], initial state)``.
-            cond: passed to every layer (:meth:`conditioning`).
-        Returns:
-            logits ``[B, T, V]`` for the next symbol, the final state per layer, and the
-            per-layer tuples (empty unless ``return_layers``).
-        """
-        x = F.dropout(self.embedding(inputs), self.hparams.dropout_embedding, self.training)
-        return self.run_embedded(x, state, return_layers, **cond)
-
-    def run_embedded(
-        self, x: Tensor, state: list[LayerState] | None = None, return_layers: bool = False, **cond: Any
-    ) -> tuple[Tensor, list[LayerState], list[tuple[Tensor, Tensor, LayerState]]]:
-        """:meth:`forward` from the embedded inputs ``x`` ``[B, T, E]`` on."""
-        state = state if state is not None else self.zero_state(x.shape[0])
-        final, layers = [], []
-        for i in range(len(self.layers)):
-            out, s = self._run_layer(i, x, state[i], **cond)
-            if return_layers:
-                layers.append((x, out, state[i]))
-            final.append(s)
-            x = F.dropout(out, self.hparams.dropout, self.training)
-        return self.projection(x), final, layers
 
     def _start_state(self, batch: dict[str, Any], key: str) -> list[LayerState] | None:
         """The carried state for a batch that continues its streams, else None (zeros)."""
@@ -277,24 +142,15 @@ class CharLM(L.LightningModule):
                 batch["inputs"], self._start_state(batch, "states"), return_layers=True, **cond
             )
             self._carry("states", final)
-            out = self._named_states(layers, **cond)
+            out = self.net.named_states(layers, **cond)
         finally:
             self.train(was_training)
         return StateBatch(out, batch["inputs"], batch["mask"], batch["history"], next_logits=logits)
 
-    def _named_states(self, layers: list[tuple[Tensor, Tensor, LayerState]], **cond: Any) -> dict[str, Tensor]:
-        """``layer{l}.c`` (LSTM) and ``layer{l}.h`` ``[B, T, H]`` from :meth:`forward`'s per-layer tuples."""
-        out: dict[str, Tensor] = {}
-        for i, (x, h, s0) in enumerate(layers, start=1):
-            if self.hparams.cell == "lstm":
-                out[f"layer{i}.c"] = self._cell_states(i - 1, x, h, s0, **cond)
-            out[f"layer{i}.h"] = h
-        return out
-
     # ------------------------------------------------------------- gradient source
     def embed(self, inputs: Tensor) -> Tensor:
         """``[B, T, E]`` the input embeddings of symbol ids ``[B, T]`` (W_C, no dropout)."""
-        return self.embedding(inputs)
+        return self.net.embedding(inputs)
 
     def embedded_states(self, emb: Tensor, context: Tensor | None = None, repeat: int = 1) -> dict[str, Tensor]:
         """States ``[R·B, T, H]`` by name of the embedded inputs ``emb`` ``[R·B, T, E]``, differentiable
@@ -308,43 +164,12 @@ class CharLM(L.LightningModule):
                 tuple(t.repeat(1, repeat, 1) for t in s) if isinstance(s, tuple) else s.repeat(1, repeat, 1)
                 for s in state
             ]
-        _, _, layers = self.run_embedded(emb, state, return_layers=True)
-        return self._named_states(layers)
-
-    @torch.no_grad()
-    def input_jacobians(self, window: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
-        """Forward-mode Jacobians of every state w.r.t. the first input of each row of ``window``.
-
-        Args:
-            window: ``[N, W]`` symbol ids; row n's state at its step δ is compared with its input at step 0.
-            context: ``[N, Tc]`` symbols run before the window (the state in context), or None.
-        Returns:
-            name → ``[N, W, H, E]``: entry ``[n, δ]`` is ``∂s_{p+δ} / ∂e_p`` (p: the window's first step),
-            exact, for every layer and state at once: E tangents propagate through the cell equations
-            (O(E) per step, where reverse mode costs O(H) per state). Eval-mode semantics (no dropout).
-        """
-        state = self(context)[1] if context is not None and context.shape[1] > 0 else None
-        x = self.embedding(window)  # [N, W, E]
-        n, w, e = x.shape
-        dx = x.new_zeros(n, w, e, e)  # [N, W, K, I]: tangent k is the unit vector e_k on the first input
-        dx[:, 0] = torch.eye(e)
-        out: dict[str, Tensor] = {}
-        for i, layer in enumerate(self.layers):
-            s0 = state[i] if state is not None else None
-            if self.hparams.cell == "lstm":
-                h0, c0 = (s0[0][0], s0[1][0]) if s0 is not None else (None, None)
-                x, dx, dc = _lstm_tangents(layer, x, dx, h0, c0)
-                out[f"layer{i + 1}.c"] = dc.transpose(-1, -2)
-            else:
-                x, dx = _gru_tangents(layer, x, dx, s0[0] if s0 is not None else None)
-            out[f"layer{i + 1}.h"] = dx.transpose(-1, -2)
-        return out
+        _, _, layers = self.net.run_embedded(emb, state, return_layers=True)
+        return self.net.named_states(layers)
 
     def kernel_params(self, name: str) -> int:
-        """Parameters of the kernel (W_ih, W_hh, biases) behind a state, plus W_C for layer 1."""
-        layer = int(name.split(".")[0].removeprefix("layer"))
-        n = sum(p.numel() for p in self.layers[layer - 1].parameters())
-        return n + (self.embedding.weight.numel() if layer == 1 else 0)
+        """Parameters of the kernel behind a state (see :meth:`~memsig.models.char_rnn.CharRNN.kernel_params`)."""
+        return self.net.kernel_params(int(name.split(".")[0].removeprefix("layer")))
 
     # --------------------------------------------------------------------- training
     def _token_losses(self, batch: dict[str, Any], key: str) -> Tensor:
@@ -453,3 +278,11 @@ class CharLM(L.LightningModule):
             self._carried["train"] = [
                 (flat[i], flat[i + 1]) if per_layer == 2 else flat[i] for i in range(0, len(flat), per_layer)
             ]
+
+
+def _net_at_the_top_level(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load a checkpoint written before the network was its own module (``embedding.weight``,
+    ``layers.0.weight_hh_l0``, …): its network entries, at the top level, move under ``net.``."""
+    net_keys = module.net.state_dict().keys()
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix) :] in net_keys]:
+        state_dict[f"{prefix}net.{key[len(prefix) :]}"] = state_dict.pop(key)

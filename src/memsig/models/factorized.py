@@ -1,11 +1,11 @@
 """Factorized-kernel character LM: recurrent kernels ``W(λ) = W_0 + Σ_k λ_k u_k v_kᵀ``.
 
-Reference §1 ("Factorized-kernel LM") and fig. 6. The CharLM of :mod:`memsig.models.char_lm`
-whose every recurrent kernel (``weight_hh``, ``[G·H, H]``, G = 4 gates for an LSTM, 3 for a
-GRU) is the base ``W_0`` plus K rank-one bases weighted by the input statistics λ of the
-batch: one basis per symbol bigram (K = V², 31² = 961 here) with ``data/lambdas=bigram``
-(:mod:`memsig.data.lambdas` computes λ; the batch carries it as ``lam``). Per layer the
-bases are two matrices, ``U`` ``[G·H, K]`` and ``V`` ``[H, K]``, so
+Reference §1 ("Factorized-kernel LM") and fig. 6. The network, :class:`FactorizedCharRNN`, is
+the :class:`~memsig.models.char_rnn.CharRNN` whose every recurrent kernel (``weight_hh``,
+``[G·H, H]``, G = 4 gates for an LSTM, 3 for a GRU) is the base ``W_0`` plus K rank-one bases
+weighted by the input statistics λ of the batch: one basis per symbol bigram (K = V², 31² = 961
+here) with ``data/lambdas=bigram`` (:mod:`memsig.data.lambdas` computes λ; the batch carries it
+as ``lam``). Per layer the bases are two matrices, ``U`` ``[G·H, K]`` and ``V`` ``[H, K]``, so
 ``W(λ) = W_0 + U·diag(λ)·Vᵀ``: memory O(K·H), never K full matrices.
 
 Two paths, picked by the shape of the batch's λ:
@@ -36,9 +36,10 @@ barely train on them):
 ``trainable=bases`` trains only ``U`` and ``V`` (e.g. adapting a model to a new domain
 through its λ-related parameters); ``all`` trains everything.
 
-State interface: as :class:`~memsig.models.char_lm.CharLM` (``layer{l}.c``, ``layer{l}.h``).
-:class:`FixedLambda` is the same model seen with one fixed, already normalised λ — the
-StateSource of the per-basis signatures (:mod:`memsig.tasks.bases`).
+:class:`FactorizedCharLM` trains it: the :class:`~memsig.models.char_lm.CharLM` with this
+network, plus λ's normalisation and ``trainable``. State interface: as the CharLM's
+(``layer{l}.c``, ``layer{l}.h``). :class:`FixedLambda` is the same model seen with one fixed,
+already normalised λ — the StateSource of the per-basis signatures (:mod:`memsig.tasks.bases`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from memsig.models.char_lm import CharLM, LayerState, cell_states_from_gates, lstm_cell_states
+from memsig.models.char_lm import CharLM
+from memsig.models.char_rnn import CharRNN, LayerState, cell_states_from_gates, lstm_cell_states
 from memsig.states import StateBatch
 from memsig.vocab import Vocab
 
@@ -87,8 +89,107 @@ class LowRankBases(nn.Module):
         return torch.addmm(base, self.u * z, self.v.T)
 
 
+class FactorizedCharRNN(CharRNN):
+    """The :class:`CharRNN` whose recurrent kernels are ``W_0 + U·diag(λ)·Vᵀ`` (see module docstring).
+
+    ``W_0`` is each layer's own ``weight_hh_l0``; every layer takes the normalised λ ``lam``
+    (``[K]`` shared, or ``[B, K]`` per row) as its extra input.
+
+    Args:
+        vocab_size, cell, num_layers, hidden_size, embedding_size, dropout_embedding, dropout,
+            dropout_recurrent: as :class:`CharRNN` (``dropout_recurrent`` drops entries of ``W_0``).
+        num_bases: K.
+        basis_scale: initial size of the bases' contribution relative to W_0's.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: Literal["lstm", "gru"],
+        num_layers: int,
+        hidden_size: int,
+        embedding_size: int,
+        dropout_embedding: float,
+        dropout: float,
+        dropout_recurrent: float,
+        num_bases: int,
+        basis_scale: float = 0.1,
+    ) -> None:
+        super().__init__(
+            vocab_size, cell, num_layers, hidden_size, embedding_size, dropout_embedding, dropout, dropout_recurrent
+        )
+        self.num_bases = num_bases
+        gates = 4 if cell == "lstm" else 3
+        self.bases = nn.ModuleList(
+            LowRankBases(gates * hidden_size, hidden_size, num_bases, basis_scale) for _ in range(num_layers)
+        )
+
+    def _w0(self, i: int) -> Tensor:
+        """``[G·H, H]`` layer ``i``'s ``W_0``, weight-dropped in training."""
+        w = self.layers[i].weight_hh_l0
+        p = self.dropout_recurrent
+        return F.dropout(w, p) if self.training and p > 0 else w
+
+    def run_layer(self, i: int, x: Tensor, state: LayerState, lam: Tensor | None = None) -> tuple[Tensor, LayerState]:
+        """As :meth:`CharRNN.run_layer` with the kernel of λ ``lam`` (``[K]``: folded, ``[B, K]``: per row)."""
+        if lam is None:
+            raise ValueError("the factorized LM needs λ (lam) for every layer")
+        layer = self.layers[i]
+        if lam.dim() == 1:  # shared: fold the kernel, run the fused layer
+            params = dict(layer.named_parameters())
+            params["weight_hh_l0"] = self.bases[i].fold(self._w0(i), lam)
+            return functional_call(layer, params, (x, state))
+        return self._loop(i, x, state, lam)
+
+    def _loop(self, i: int, x: Tensor, state: LayerState, z: Tensor) -> tuple[Tensor, LayerState]:
+        """The per-row path: ``x`` ``[B, T, I]``, ``z`` ``[B, K]`` → outputs ``[B, T, H]``, final state."""
+        layer, bases = self.layers[i], self.bases[i]
+        hidden = self.hidden_size
+        gx = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0)  # [B, T, G·H], all t at once
+        w = torch.cat([self._w0(i), bases.v.T])  # [G·H + K, H]: h·W_0ᵀ and h·V in one matmul
+        u_t = bases.u.T
+        lstm = self.cell == "lstm"
+        if lstm:
+            gx = gx + layer.bias_hh_l0
+            h, c = state[0][0], state[1][0]
+        else:
+            h = state[0]
+        outs = []
+        for t in range(x.shape[1]):
+            a = h @ w.T
+            rec = a[:, : w.shape[0] - self.num_bases] + (a[:, -self.num_bases :] * z) @ u_t  # [B, G·H]
+            if lstm:
+                gi, gf, gg, go = (gx[:, t] + rec).chunk(4, dim=-1)
+                c = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
+                h = torch.sigmoid(go) * torch.tanh(c)
+            else:
+                rec = rec + layer.bias_hh_l0
+                r = torch.sigmoid(gx[:, t, :hidden] + rec[:, :hidden])
+                u = torch.sigmoid(gx[:, t, hidden : 2 * hidden] + rec[:, hidden : 2 * hidden])
+                n = torch.tanh(gx[:, t, 2 * hidden :] + r * rec[:, 2 * hidden :])
+                h = (1 - u) * n + u * h
+            outs.append(h)
+        out = torch.stack(outs, 1)
+        final: LayerState = (h[None], c[None]) if lstm else h[None]
+        return out, final
+
+    def cell_states(self, i: int, x: Tensor, h: Tensor, s0: LayerState, lam: Tensor | None = None) -> Tensor:
+        """As :meth:`CharRNN.cell_states` with the kernel of λ ``lam``."""
+        layer, bases = self.layers[i], self.bases[i]
+        if lam.dim() == 1:
+            return lstm_cell_states(layer, x, h, s0[0][0], s0[1][0], weight_hh=bases.fold(layer.weight_hh_l0, lam))
+        h_prev = torch.cat([s0[0][0].unsqueeze(1), h[:, :-1]], dim=1)
+        rec = F.linear(h_prev, layer.weight_hh_l0, layer.bias_hh_l0) + ((h_prev @ bases.v) * lam[:, None]) @ bases.u.T
+        return cell_states_from_gates(F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + rec, s0[1][0])
+
+    def kernel_params(self, layer: int) -> int:
+        """As :meth:`CharRNN.kernel_params`, plus the layer's bases."""
+        return super().kernel_params(layer) + sum(p.numel() for p in self.bases[layer - 1].parameters())
+
+
 class FactorizedCharLM(CharLM):
-    """Character LM whose recurrent kernels are ``W_0 + U·diag(λ)·Vᵀ`` (see module docstring).
+    """The :class:`CharLM` that trains a :class:`FactorizedCharRNN` (see module docstring), with
+    λ's normalisation (μ, σ fitted on the training data and saved with the model).
 
     Args:
         vocab, cell, num_layers, hidden_size, embedding_size, dropout_embedding, dropout,
@@ -120,22 +221,33 @@ class FactorizedCharLM(CharLM):
         lambda_refit: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(vocab, cell, num_layers, hidden_size, embedding_size, **kwargs)
         if statistic not in ("bigram", "unigram"):
             raise ValueError(f"model.statistic must be bigram or unigram; got {statistic!r}")
         if lambda_norm not in ("standardize", "scale", "none"):
             raise ValueError(f"model.lambda_norm must be standardize, scale or none; got {lambda_norm!r}")
         if trainable not in ("all", "bases"):
             raise ValueError(f"model.trainable must be all or bases; got {trainable!r}")
-        v = len(self.vocab)
-        self.num_bases = v * v if statistic == "bigram" else v
-        gates = 4 if cell == "lstm" else 3
-        self.bases = nn.ModuleList(
-            LowRankBases(gates * hidden_size, hidden_size, self.num_bases, basis_scale) for _ in range(num_layers)
-        )
+        super().__init__(vocab, cell, num_layers, hidden_size, embedding_size, **kwargs)
+        self.num_bases = self.net.num_bases
         self.register_buffer("lambda_mean", torch.zeros(self.num_bases))
         self.register_buffer("lambda_std", torch.ones(self.num_bases))
         self.register_buffer("lambda_fitted", torch.tensor(False))
+
+    def build_net(self) -> FactorizedCharRNN:
+        """The :class:`FactorizedCharRNN` of the options: K = V² bases (bigram) or V (unigram)."""
+        hp, v = self.hparams, len(self.vocab)
+        return FactorizedCharRNN(
+            v,
+            hp.cell,
+            hp.num_layers,
+            hp.hidden_size,
+            hp.embedding_size,
+            hp.dropout_embedding,
+            hp.dropout,
+            hp.dropout_recurrent,
+            num_bases=v * v if hp.statistic == "bigram" else v,
+            basis_scale=hp.basis_scale,
+        )
 
     # ------------------------------------------------------------------------ λ
     def basis_names(self) -> list[str]:
@@ -194,77 +306,13 @@ class FactorizedCharLM(CharLM):
         if self.hparams.lambda_norm == "standardize" and (self.hparams.lambda_refit or not bool(self.lambda_fitted)):
             self.fit_lambda_norm(*(t.to(self.device) for t in dm.lambda_moments()))
 
-    # ------------------------------------------------------------------ the network
-    def _w0(self, i: int) -> Tensor:
-        w = self.layers[i].weight_hh_l0
-        p = self.hparams.dropout_recurrent
-        return F.dropout(w, p) if self.training and p > 0 else w
-
-    def _run_layer(self, i: int, x: Tensor, state: LayerState, lam: Tensor | None = None) -> tuple[Tensor, LayerState]:
-        if lam is None:
-            raise ValueError("the factorized LM needs λ (lam) for every layer")
-        layer = self.layers[i]
-        if lam.dim() == 1:  # shared: fold the kernel, run the fused layer
-            params = dict(layer.named_parameters())
-            params["weight_hh_l0"] = self.bases[i].fold(self._w0(i), lam)
-            return functional_call(layer, params, (x, state))
-        return self._loop(i, x, state, lam)
-
-    def _loop(self, i: int, x: Tensor, state: LayerState, z: Tensor) -> tuple[Tensor, LayerState]:
-        """The per-row path: ``x`` ``[B, T, I]``, ``z`` ``[B, K]`` → outputs ``[B, T, H]``, final state."""
-        layer, bases = self.layers[i], self.bases[i]
-        hidden = self.hparams.hidden_size
-        gx = F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0)  # [B, T, G·H], all t at once
-        w = torch.cat([self._w0(i), bases.v.T])  # [G·H + K, H]: h·W_0ᵀ and h·V in one matmul
-        u_t = bases.u.T
-        lstm = self.hparams.cell == "lstm"
-        if lstm:
-            gx = gx + layer.bias_hh_l0
-            h, c = state[0][0], state[1][0]
-        else:
-            h = state[0]
-        outs = []
-        for t in range(x.shape[1]):
-            a = h @ w.T
-            rec = a[:, : w.shape[0] - self.num_bases] + (a[:, -self.num_bases :] * z) @ u_t  # [B, G·H]
-            if lstm:
-                gi, gf, gg, go = (gx[:, t] + rec).chunk(4, dim=-1)
-                c = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
-                h = torch.sigmoid(go) * torch.tanh(c)
-            else:
-                rec = rec + layer.bias_hh_l0
-                r = torch.sigmoid(gx[:, t, :hidden] + rec[:, :hidden])
-                u = torch.sigmoid(gx[:, t, hidden : 2 * hidden] + rec[:, hidden : 2 * hidden])
-                n = torch.tanh(gx[:, t, 2 * hidden :] + r * rec[:, 2 * hidden :])
-                h = (1 - u) * n + u * h
-            outs.append(h)
-        out = torch.stack(outs, 1)
-        final: LayerState = (h[None], c[None]) if lstm else h[None]
-        return out, final
-
     def embedded_states(self, emb: Tensor, context: Tensor | None = None, repeat: int = 1) -> dict[str, Tensor]:
         raise NotImplementedError(_NO_GRADIENTS)
-
-    def input_jacobians(self, window: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
-        raise NotImplementedError(_NO_GRADIENTS)
-
-    def _cell_states(self, i: int, x: Tensor, h: Tensor, s0: LayerState, lam: Tensor | None = None) -> Tensor:
-        layer, bases = self.layers[i], self.bases[i]
-        if lam.dim() == 1:
-            return lstm_cell_states(layer, x, h, s0[0][0], s0[1][0], weight_hh=bases.fold(layer.weight_hh_l0, lam))
-        h_prev = torch.cat([s0[0][0].unsqueeze(1), h[:, :-1]], dim=1)
-        rec = F.linear(h_prev, layer.weight_hh_l0, layer.bias_hh_l0) + ((h_prev @ bases.v) * lam[:, None]) @ bases.u.T
-        return cell_states_from_gates(F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + rec, s0[1][0])
-
-    def kernel_params(self, name: str) -> int:
-        """As :meth:`CharLM.kernel_params`, plus the layer's bases."""
-        layer = int(name.split(".")[0].removeprefix("layer"))
-        return super().kernel_params(name) + sum(p.numel() for p in self.bases[layer - 1].parameters())
 
     def configure_optimizers(self) -> dict[str, Any]:
         bases_only = self.hparams.trainable == "bases"
         for name, p in self.named_parameters():
-            p.requires_grad_(not bases_only or name.startswith("bases."))
+            p.requires_grad_(not bases_only or name.startswith("net.bases."))
         return super().configure_optimizers()
 
 
