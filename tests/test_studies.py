@@ -121,7 +121,7 @@ def test_factorized_domain_adaptation_adapts_bases_and_writes_per_basis_signatur
     }
     for name, value in weights["source"].items():
         same = torch.equal(value, weights["adapted_bases"][name])
-        assert same != (name.startswith("bases.") or name in ("lambda_mean", "lambda_std")), name
+        assert same != (name.startswith("net.bases.") or name in ("lambda_mean", "lambda_std")), name
     sigs = sweep / "source" / "signatures"
     base = Signature.load(sigs / "base.npz")
     basis = Signature.load(sigs / "basis_in.npz")
