@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import MaxNLocator
 
+import memsig.plots.specs as specs
 from memsig.data.io import atomic_write_bytes
-from memsig.plots import specs
 from memsig.plots.specs import Conditional, Curves, Heatmap, Panels, Scale, SignatureMap
 from memsig.probe.signature import Signature
 
