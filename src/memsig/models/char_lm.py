@@ -92,10 +92,11 @@ class CharLM(L.LightningModule):
         self._carried: dict[str, list[LayerState]] = {}
         self.skipped_steps, self._skipped_in_a_row = 0, 0
 
-    def build_net(self) -> CharRNN:
-        """The network this module trains, from its options (``self.hparams``)."""
+    def build_net(self, network: type[CharRNN] = CharRNN, **extra: Any) -> CharRNN:
+        """The network this module trains, a ``network``, from its options (``self.hparams``) and
+        the ``extra`` arguments that network takes."""
         hp = self.hparams
-        return CharRNN(
+        return network(
             len(self.vocab),
             hp.cell,
             hp.num_layers,
@@ -104,6 +105,7 @@ class CharLM(L.LightningModule):
             hp.dropout_embedding,
             hp.dropout,
             hp.dropout_recurrent,
+            **extra,
         )
 
     def forward(

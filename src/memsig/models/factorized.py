@@ -233,21 +233,11 @@ class FactorizedCharLM(CharLM):
         self.register_buffer("lambda_std", torch.ones(self.num_bases))
         self.register_buffer("lambda_fitted", torch.tensor(False))
 
-    def build_net(self) -> FactorizedCharRNN:
+    def build_net(self) -> CharRNN:
         """The :class:`FactorizedCharRNN` of the options: K = V² bases (bigram) or V (unigram)."""
-        hp, v = self.hparams, len(self.vocab)
-        return FactorizedCharRNN(
-            v,
-            hp.cell,
-            hp.num_layers,
-            hp.hidden_size,
-            hp.embedding_size,
-            hp.dropout_embedding,
-            hp.dropout,
-            hp.dropout_recurrent,
-            num_bases=v * v if hp.statistic == "bigram" else v,
-            basis_scale=hp.basis_scale,
-        )
+        v = len(self.vocab)
+        bases = v * v if self.hparams.statistic == "bigram" else v
+        return super().build_net(FactorizedCharRNN, num_bases=bases, basis_scale=self.hparams.basis_scale)
 
     # ------------------------------------------------------------------------ λ
     def basis_names(self) -> list[str]:
