@@ -57,7 +57,7 @@ def test_the_spec_holds_the_signatures_bits_and_one_symmetric_scale() -> None:
 
 def test_a_signature_without_given_decoders_has_no_conditional_spec() -> None:
     sig = make_signature()
-    assert specs.given_states(sig) == []
+    assert sig.given_states == []
     with pytest.raises(ValueError, match="no memory beyond inference"):
         specs.conditional(sig)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from memsig.analysis.distance import aligned_recall
-from memsig.probe.signature import BACKWARD, CONTROL_PREFIXES, GIVEN, Signature
+from memsig.probe.signature import CONTROL_PREFIXES, GIVEN, Signature
 
 RECALL_CMAP = "Purples"  # white (0 %) -> dark purple (100 %)
 DIFFERENCE_CMAP = "RdBu_r"  # red = the first / the state holds more, blue = the second / less
@@ -407,19 +407,11 @@ def confusion_map(sig: Signature, state: str, lag: int) -> Heatmap:
 
 
 # ------------------------------------------------------------------- memory beyond inference
-def given_states(sig: Signature) -> list[str]:
-    """The states with a decoder on top of the backward-context baseline (``given:<state>``),
-    controls included; empty when the signature lacks them or the baseline."""
-    if BACKWARD not in sig.states or sig.block_nll is None:
-        return []
-    return [s.removeprefix(GIVEN) for s in sig.states if s.startswith(GIVEN)]
-
-
 def conditional(sig: Signature) -> Conditional:
     """Memory beyond inference (:meth:`Signature.conditional_bits`) of every state with a
     ``given:`` decoder: a curve per state (controls in their state's colour), a map per real
     state on one diverging scale, and the totals. ValueError when the signature has none."""
-    states = given_states(sig)
+    states = sig.given_states
     if not states:
         raise ValueError(
             "this signature has no memory beyond inference: it needs the 'backward' state, 'given:<state>' "

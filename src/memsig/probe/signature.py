@@ -363,13 +363,22 @@ class Signature:
             rows.append(f"{lag:5d}" + "".join(c.rjust(width) for c in cells) + f"{self.majority_rate[0, j]:10.3f}")
         return "\n".join(rows)
 
+    @property
+    def given_states(self) -> list[str]:
+        """The states with a decoder on top of the backward-context baseline (``given:<state>``),
+        controls included; empty when the signature lacks them, the baseline or its per-block
+        cross-entropy."""
+        if BACKWARD not in self.states or self.block_nll is None:
+            return []
+        return [s.removeprefix(GIVEN) for s in self.states if s.startswith(GIVEN)]
+
     def memory_table(self) -> str:
         """Bits per lag (rows) of each state with a ``given:`` decoder (columns): what it holds about
         ``x_{t-δ}`` (``H(prior) − CE``) and, after the slash, what it holds beyond what the later
         symbols imply (:meth:`conditional_bits`, ± the half-width of its interval); the last row sums
         the lags. Empty without the baseline's decoders."""
-        states = [s.removeprefix(GIVEN) for s in self.states if s.startswith(GIVEN)]
-        if BACKWARD not in self.states or not states:
+        states = self.given_states
+        if not states:
             return ""
         bits = {s: self.conditional_bits(s) for s in states}
         width = max(24, *(len(s) + 2 for s in states))

@@ -218,7 +218,7 @@ def _signature_section(page: Page, name: str, sig: Signature, heading: str) -> N
         )
     page.heading("Overall recall per lag, with controls", 3)
     page.figure(f"{name}/marginal", to_plotly(specs.recall_curves({name: sig}, prefixed=False)), CURVES_NOTE)
-    if specs.given_states(sig):
+    if sig.given_states:
         _conditional_section(page, name, sig)
 
 

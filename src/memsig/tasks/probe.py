@@ -29,7 +29,7 @@ from memsig.data.text import TextDataModule
 from memsig.models.checkpoint import data_config_for, load_model, resolve_checkpoint
 from memsig.probe.multihead import unconverged_heads
 from memsig.probe.probes import MLPProbe, Probe
-from memsig.probe.signature import GIVEN, Signature
+from memsig.probe.signature import Signature
 from memsig.report import log_report, write_report
 from memsig.tasks.rundir import claim_run_dir
 from memsig.tasks.utils import instantiate_all, task_overrides, write_json
@@ -82,7 +82,6 @@ def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_la
         side_by_side,
         signature_heatmap,
     )
-    from memsig.plots.specs import given_states
 
     paths = []
     for state in sig.real_states:
@@ -95,7 +94,7 @@ def write_figures(sig: Signature, folder: Path, formats: list[str], confusion_la
         states = {s: s for s in sig.real_states}
         paths += save_figure(side_by_side(dict.fromkeys(states, sig), states), folder / "states_side_by_side", formats)
     paths += save_figure(marginal_curves(sig), folder / "marginal_recall", formats)
-    if given_states(sig):
+    if sig.given_states:
         paths += save_figure(conditional_memory(sig), folder / "memory_beyond_inference", formats)
     return paths
 
@@ -244,13 +243,12 @@ def conditional_bits(sig: Signature) -> dict[str, dict[str, Any]]:
     """Per state with a ``given:`` decoder: its memory beyond inference per lag and summed
     (:meth:`~memsig.probe.signature.Signature.conditional_bits`), rounded for probe.json."""
     out = {}
-    for spec in sig.states:
-        if spec.startswith(GIVEN):
-            bits = sig.conditional_bits(spec.removeprefix(GIVEN))
-            out[spec.removeprefix(GIVEN)] = {
-                key: round(float(bits[key]), 4) if np.ndim(bits[key]) == 0 else [round(float(x), 4) for x in bits[key]]
-                for key in ("bits", "low", "high", "total", "total_low", "total_high")
-            }
+    for state in sig.given_states:
+        bits = sig.conditional_bits(state)
+        out[state] = {
+            key: round(float(bits[key]), 4) if np.ndim(bits[key]) == 0 else [round(float(x), 4) for x in bits[key]]
+            for key in ("bits", "low", "high", "total", "total_low", "total_high")
+        }
     return out
 
 
