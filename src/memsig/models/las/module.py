@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from memsig.models.char_lm import divergence
 from memsig.models.las.align import attention_centres, ctc_centres, frames_at
 from memsig.models.las.attention import Attention, diagonal_centres, guide_penalty
 from memsig.models.las.decode import beam_search, ctc_greedy, greedy
 from memsig.models.las.listener import PyramidalListener
 from memsig.models.las.speller import Speller
+from memsig.models.lm_base import divergence
 from memsig.states import StateBatch
 from memsig.vocab import Vocab
 
