@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -23,6 +24,10 @@ from memsig.resolvers import PROJECT_ROOT, data_dir
 from memsig.vocab import Vocab
 
 import system_deps
+
+# Hugging Face models are built from configs: never reach for the hub (weights, kernels)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["USE_HUB_KERNELS"] = "0"
 
 
 def require_system(*names: str) -> None:

@@ -1,0 +1,48 @@
+"""The network of a :class:`~memsig.models.hf.HFCausalLM`: :class:`HFNet`, a Hugging Face causal LM
+built from its config that also returns every layer's states at every position.
+
+Shapes: B batch rows, T steps, V symbols. A network's state is a list (one entry per layer) of
+tuples of ``[B, …]`` tensors; a network without recurrent state has the empty list.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+LayerState = tuple[Tensor, ...]
+
+
+class HFNet(nn.Module):
+    """A Hugging Face causal LM (``self.model``, built from ``config`` with fresh weights) that
+    returns its states by name (``state_names``, ``state_dims``).
+
+    A subclass sets ``state_names`` and ``state_dims`` and implements :meth:`forward` (and, with a
+    recurrent state, :meth:`zero_state`)."""
+
+    state_names: list[str]
+    state_dims: dict[str, int]
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = AutoModelForCausalLM.from_config(config)
+
+    def zero_state(self, batch_size: int) -> list[LayerState]:
+        """Per layer, the initial state of ``batch_size`` rows (none without recurrent state)."""
+        return []
+
+    def history(self, history: Tensor) -> Tensor:
+        """``[B, T]`` the symbols each state has seen, given the stream's ``history`` ``[B, T]``
+        (a recurrent network carries its state, so it sees all of it)."""
+        return history
+
+    def forward(
+        self, inputs: Tensor, state: list[LayerState] | None = None, return_states: bool = False
+    ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
+        """Run the network on ``inputs`` ``[B, T]`` from ``state`` (``None``: the initial state).
+
+        Returns the logits ``[B, T, V]`` of the next symbol, the final state, and (with
+        ``return_states``, else empty) the states ``[B, T, D]`` by name.
+        """
+        raise NotImplementedError

@@ -1,0 +1,152 @@
+"""Hugging Face causal LMs through the one state interface: every-step states against the model's
+own generation path (one token at a time with its cache), carried state, training, probing."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from memsig.models import load_model
+from memsig.models.hf import HFCausalLM
+from memsig.probe.probes import RidgeProbe
+from memsig.states import StateBatch, StateSource
+from memsig.tasks.train import train
+from memsig.vocab import Vocab
+
+from conftest import compose_cfg
+
+TINY = {
+    "gpt2": {"model_type": "gpt2", "n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 32, "bos_token_id": None},
+    "mamba": {"model_type": "mamba", "hidden_size": 16, "num_hidden_layers": 2, "state_size": 4, "expand": 2},
+}
+MAX_DIFF = 1e-4
+
+
+def make(family: str) -> HFCausalLM:
+    torch.manual_seed(0)
+    return HFCausalLM(Vocab(), TINY[family]).eval()
+
+
+def batch(inputs: torch.Tensor, carry: bool = False, start: int = 0) -> dict:
+    b, t = inputs.shape
+    return {
+        "inputs": inputs,
+        "targets": inputs.roll(-1, 1),
+        "mask": torch.ones(b, t, dtype=torch.bool),
+        "history": torch.arange(start, start + t).expand(b, t),
+        "carry": carry,
+    }
+
+
+def record_blocks(blocks: nn.ModuleList, into: list[list[torch.Tensor]]) -> list:
+    """Forward hooks that append each block's output (its residual stream) to ``into[l]``."""
+
+    def hook(l: int):
+        return lambda module, args, out: into[l].append(out[0] if isinstance(out, tuple) else out)
+
+    return [block.register_forward_hook(hook(l)) for l, block in enumerate(blocks)]
+
+
+@torch.no_grad()
+def stepped(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits ``[B, T, V]`` and states by name of the Hugging Face model run one token at a time with
+    its own cache, as generation runs it."""
+    model = lm.net.model
+    blocks = model.transformer.h if model.config.model_type == "gpt2" else model.backbone.layers
+    residual: list[list[torch.Tensor]] = [[] for _ in blocks]
+    hooks = record_blocks(blocks, residual)
+    logits, ssm, cache = [], [[] for _ in blocks], None
+    try:
+        for t in range(inputs.shape[1]):
+            if model.config.model_type == "gpt2":
+                out = model(input_ids=inputs[:, t : t + 1], past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+            else:
+                out = model(input_ids=inputs[:, t : t + 1], cache_params=cache, use_cache=True)
+                cache = out.cache_params
+                for l in range(len(blocks)):
+                    ssm[l].append(cache.get_recurrent_state(l).flatten(1).clone())
+            logits.append(out.logits)
+    finally:
+        for h in hooks:
+            h.remove()
+    states = {f"layer{l + 1}.residual": torch.cat(r, dim=1) for l, r in enumerate(residual)}
+    states |= {f"layer{l + 1}.ssm": torch.stack(s, dim=1) for l, s in enumerate(ssm) if s}
+    return torch.cat(logits, dim=1), states
+
+
+@pytest.mark.parametrize("family", ["gpt2", "mamba"])
+def test_every_step_states_equal_the_generation_path(family, one_thread):
+    lm = make(family)
+    inputs = torch.randint(0, len(lm.vocab), (3, 12))
+    sb = lm.states(batch(inputs))
+    logits, states = stepped(lm, inputs)
+    assert isinstance(lm, StateSource) and isinstance(sb, StateBatch)
+    assert list(sb.states) == lm.state_names and set(states) == set(lm.state_names)
+    for name, s in sb.states.items():
+        assert s.shape[2] == lm.state_dims[name]
+        assert (s - states[name]).abs().max() < MAX_DIFF, name
+    assert (sb.next_logits - logits).abs().max() < MAX_DIFF
+    assert (lm.net.model(inputs).logits - logits).abs().max() < MAX_DIFF  # the model's own forward
+
+
+def test_mamba_carries_its_state_across_windows(one_thread):
+    lm = make("mamba")
+    inputs = torch.randint(0, len(lm.vocab), (2, 14))
+    whole = lm.states(batch(inputs))
+    first = lm.states(batch(inputs[:, :5]))
+    second = lm.states(batch(inputs[:, 5:], carry=True, start=5))
+    for name in lm.state_names:
+        joined = torch.cat([first.states[name], second.states[name]], dim=1)
+        assert (joined - whole.states[name]).abs().max() < MAX_DIFF, name
+    assert torch.equal(second.history, whole.history[:, 5:])
+    carried = lm._carried["states"]
+    for a, b in zip(lm._unpack_carried(lm._pack_carried(carried)), carried):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_the_transformer_sees_one_window():
+    lm = make("gpt2")
+    sb = lm.states(batch(torch.randint(0, len(lm.vocab), (2, 10)), carry=True, start=50))
+    assert sb.history[0].tolist() == list(range(10))  # history capped at the window
+    with pytest.raises(ValueError, match=r"longer than the Transformer's context \(model.config.n_positions=32\)"):
+        lm.states(batch(torch.zeros(1, 40, dtype=torch.long)))
+
+
+def test_bad_configs_are_named():
+    with pytest.raises(ValueError, match="model_type='llama' has no memsig network.*gpt2, mamba"):
+        HFCausalLM(Vocab(), {"model_type": "llama"})
+    with pytest.raises(ValueError, match="model.config has no model_type"):
+        HFCausalLM(Vocab(), {"hidden_size": 8})
+    with pytest.raises(ValueError, match="vocab_size=100 is set; leave it out"):
+        HFCausalLM(Vocab(), {**TINY["mamba"], "vocab_size": 100})
+
+
+@pytest.mark.parametrize(
+    ("config", "small"),
+    [
+        ("transformer", ["model.config.n_embd=16", "model.config.n_head=2"]),
+        ("mamba", ["model.config.hidden_size=16", "model.config.num_hidden_layers=2"]),
+    ],
+)
+def test_fast_dev_run(config, small, tmp_path: Path, one_thread):
+    cfg = compose_cfg(["debug=fdr", f"model={config}", "data.max_chars=20000", "data.batch_size=8", *small], tmp_path)
+    result = train(cfg)
+    assert {"train/loss", "val/loss", "test/loss", "test/ppl"} <= set(result["metrics"])
+
+
+def test_a_tiny_mamba_is_probed_through_the_interface(random_dm, one_thread):
+    lm = make("mamba")
+    sig = RidgeProbe(lags=[1, 2], features=32).fit(lm, random_dm, progress=False)
+    assert set(lm.state_names) <= set(sig.states) and sig.accuracy.shape[1] == 2
+
+
+def test_a_checkpoint_rebuilds_the_model(tmp_path: Path):
+    lm = make("mamba")
+    checkpoint = {"state_dict": lm.state_dict(), "hyper_parameters": dict(lm.hparams)}
+    lm.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "tiny.ckpt")
+    again = load_model(tmp_path / "tiny.ckpt", expected=HFCausalLM)
+    x = torch.randint(0, len(lm.vocab), (2, 6))
+    assert torch.equal(again(x)[0], lm(x)[0])
