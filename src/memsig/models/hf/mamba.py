@@ -41,9 +41,10 @@ def mixer_scan(mixer: nn.Module, h: Tensor, state: LayerState, keep_states: bool
     decay = torch.exp(dt.unsqueeze(-1) * -torch.exp(mixer.A_log))  # [B, T, E, N]
     drive = (dt * x).unsqueeze(-1) * b.unsqueeze(2)  # [B, T, E, N]
     ys, kept = [], []
-    for t in range(x.shape[1]):
-        s = decay[:, t] * s + drive[:, t]
-        ys.append(torch.einsum("ben,bn->be", s, c[:, t]))
+    # unbind, not decay[:, t]: the gradient of each slice would fill a whole [B, T, E, N] tensor
+    for decay_t, drive_t, c_t in zip(decay.unbind(1), drive.unbind(1), c.unbind(1)):
+        s = decay_t * s + drive_t
+        ys.append(torch.einsum("ben,bn->be", s, c_t))
         if keep_states:
             kept.append(s)
     y = (torch.stack(ys, dim=1) + x * mixer.D) * F.silu(gate)
