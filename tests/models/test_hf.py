@@ -17,9 +17,19 @@ from memsig.vocab import Vocab
 from conftest import compose_cfg
 
 TINY = {
-    "gpt2": {"model_type": "gpt2", "n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 32, "bos_token_id": None},
+    "gpt2": {
+        "model_type": "gpt2",
+        "n_embd": 16,
+        "n_layer": 2,
+        "n_head": 2,
+        "n_positions": 32,
+        "bos_token_id": None,
+        "eos_token_id": None,
+    },
     "mamba": {"model_type": "mamba", "hidden_size": 16, "num_hidden_layers": 2, "state_size": 4, "expand": 2},
+    "rwkv": {"model_type": "rwkv", "hidden_size": 16, "num_hidden_layers": 2, "rescale_every": 0},
 }
+FAMILIES = list(TINY)
 MAX_DIFF = 1e-4
 
 
@@ -48,35 +58,67 @@ def record_blocks(blocks: nn.ModuleList, into: list[list[torch.Tensor]]) -> list
     return [block.register_forward_hook(hook(l)) for l, block in enumerate(blocks)]
 
 
-@torch.no_grad()
+def recurrent_states(model: nn.Module, cache: object) -> dict[str, torch.Tensor]:
+    """The recurrent states ``[B, D]`` by name in a model's own cache after a step."""
+    layers = range(model.config.num_hidden_layers)
+    if model.config.model_type == "mamba":
+        return {f"layer{l + 1}.ssm": cache.get_recurrent_state(l).flatten(1) for l in layers}
+    if model.config.model_type == "rwkv":
+        channel_shift, time_shift, num, den, _ = cache
+        return {
+            f"layer{l + 1}.{name}": s
+            for l in layers
+            for name, s in (
+                ("wkv_num", num[:, :, l]),
+                ("wkv_den", den[:, :, l]),
+                ("shift", torch.cat([time_shift[:, :, l], channel_shift[:, :, l]], dim=1)),
+            )
+        }
+    return {}
+
+
 def stepped(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits ``[B, T, V]`` and states by name of the Hugging Face model run one token at a time with
-    its own cache, as generation runs it."""
+    its own cache, as generation runs it, one row at a time (RWKV's one-token path mixes several
+    rows wrongly)."""
+    rows = [stepped_row(lm, row[None]) for row in inputs]
+    return torch.cat([r[0] for r in rows]), {name: torch.cat([r[1][name] for r in rows]) for name in rows[0][1]}
+
+
+@torch.no_grad()
+def stepped_row(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`stepped` of one row ``[1, T]``."""
     model = lm.net.model
-    blocks = model.transformer.h if model.config.model_type == "gpt2" else model.backbone.layers
+    family = model.config.model_type
+    blocks = {"gpt2": lambda: model.transformer.h, "mamba": lambda: model.backbone.layers}.get(
+        family, lambda: model.rwkv.blocks
+    )()
     residual: list[list[torch.Tensor]] = [[] for _ in blocks]
     hooks = record_blocks(blocks, residual)
-    logits, ssm, cache = [], [[] for _ in blocks], None
+    logits, recurrent, cache = [], [], None
     try:
         for t in range(inputs.shape[1]):
-            if model.config.model_type == "gpt2":
-                out = model(input_ids=inputs[:, t : t + 1], past_key_values=cache, use_cache=True)
+            token = inputs[:, t : t + 1]
+            if family == "gpt2":
+                out = model(input_ids=token, past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
-            else:
-                out = model(input_ids=inputs[:, t : t + 1], cache_params=cache, use_cache=True)
+            elif family == "mamba":
+                out = model(input_ids=token, cache_params=cache, use_cache=True)
                 cache = out.cache_params
-                for l in range(len(blocks)):
-                    ssm[l].append(cache.get_recurrent_state(l).flatten(1).clone())
+            else:
+                out = model(input_ids=token, state=cache, use_cache=True)
+                cache = out.state
+            recurrent.append({k: v.clone() for k, v in recurrent_states(model, cache).items()})
             logits.append(out.logits)
     finally:
         for h in hooks:
             h.remove()
     states = {f"layer{l + 1}.residual": torch.cat(r, dim=1) for l, r in enumerate(residual)}
-    states |= {f"layer{l + 1}.ssm": torch.stack(s, dim=1) for l, s in enumerate(ssm) if s}
+    states |= {name: torch.stack([r[name] for r in recurrent], dim=1) for name in recurrent[0]}
     return torch.cat(logits, dim=1), states
 
 
-@pytest.mark.parametrize("family", ["gpt2", "mamba"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_every_step_states_equal_the_generation_path(family, one_thread):
     lm = make(family)
     inputs = torch.randint(0, len(lm.vocab), (3, 12))
@@ -91,8 +133,9 @@ def test_every_step_states_equal_the_generation_path(family, one_thread):
     assert (lm.net.model(inputs).logits - logits).abs().max() < MAX_DIFF  # the model's own forward
 
 
-def test_mamba_carries_its_state_across_windows(one_thread):
-    lm = make("mamba")
+@pytest.mark.parametrize("family", ["mamba", "rwkv"])
+def test_a_recurrent_network_carries_its_state_across_windows(family, one_thread):
+    lm = make(family)
     inputs = torch.randint(0, len(lm.vocab), (2, 14))
     whole = lm.states(batch(inputs))
     first = lm.states(batch(inputs[:, :5]))
@@ -121,6 +164,8 @@ def test_bad_configs_are_named():
         HFCausalLM(Vocab(), {"hidden_size": 8})
     with pytest.raises(ValueError, match="vocab_size=100 is set; leave it out"):
         HFCausalLM(Vocab(), {**TINY["mamba"], "vocab_size": 100})
+    with pytest.raises(ValueError, match="rescale_every=6: .*set model.config.rescale_every: 0"):
+        HFCausalLM(Vocab(), {**TINY["rwkv"], "rescale_every": 6})
 
 
 @pytest.mark.parametrize(
@@ -128,6 +173,7 @@ def test_bad_configs_are_named():
     [
         ("transformer", ["model.config.n_embd=16", "model.config.n_head=2"]),
         ("mamba", ["model.config.hidden_size=16", "model.config.num_hidden_layers=2"]),
+        ("rwkv", ["model.config.hidden_size=16", "model.config.num_hidden_layers=2"]),
     ],
 )
 def test_fast_dev_run(config, small, tmp_path: Path, one_thread):

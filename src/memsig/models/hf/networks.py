@@ -7,6 +7,9 @@ the :class:`~memsig.models.hf.base.HFNet` that runs it and reads its states.
 ``mamba`` (:class:`~memsig.models.hf.mamba.Mamba`)
     ``layer{l}.residual`` and ``layer{l}.ssm``, the selective SSM's state; carried from window to
     window.
+``rwkv`` (:class:`~memsig.models.hf.rwkv.Rwkv`)
+    ``layer{l}.residual``, ``layer{l}.wkv_num`` and ``wkv_den`` (the WKV numerator and denominator)
+    and ``layer{l}.shift`` (the token shift); carried from window to window.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from transformers import AutoConfig
 
 from memsig.models.hf.base import HFNet
 from memsig.models.hf.mamba import Mamba
+from memsig.models.hf.rwkv import Rwkv
 from memsig.models.hf.transformer import Transformer
 
-NETWORKS: dict[str, type[HFNet]] = {"gpt2": Transformer, "mamba": Mamba}
+NETWORKS: dict[str, type[HFNet]] = {"gpt2": Transformer, "mamba": Mamba, "rwkv": Rwkv}
 
 
 def build_network(model_type: str, **options: Any) -> HFNet:
