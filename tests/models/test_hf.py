@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from memsig.models import load_model
 from memsig.models.hf import HFCausalLM
@@ -28,6 +29,15 @@ TINY = {
     },
     "mamba": {"model_type": "mamba", "hidden_size": 16, "num_hidden_layers": 2, "state_size": 4, "expand": 2},
     "rwkv": {"model_type": "rwkv", "hidden_size": 16, "num_hidden_layers": 2, "rescale_every": 0},
+    "recurrent_gemma": {
+        "model_type": "recurrent_gemma",
+        "hidden_size": 16,
+        "lru_width": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "block_types": ["recurrent"],
+    },
 }
 FAMILIES = list(TINY)
 MAX_DIFF = 1e-4
@@ -63,6 +73,8 @@ def recurrent_states(model: nn.Module, cache: object) -> dict[str, torch.Tensor]
     layers = range(model.config.num_hidden_layers)
     if model.config.model_type == "mamba":
         return {f"layer{l + 1}.ssm": cache.get_recurrent_state(l).flatten(1) for l in layers}
+    if model.config.model_type == "recurrent_gemma":
+        return {f"layer{l + 1}.rglru": model.model.layers[l].temporal_block.rg_lru.recurrent_states for l in layers}
     if model.config.model_type == "rwkv":
         channel_shift, time_shift, num, den, _ = cache
         return {
@@ -90,9 +102,11 @@ def stepped_row(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dic
     """:func:`stepped` of one row ``[1, T]``."""
     model = lm.net.model
     family = model.config.model_type
-    blocks = {"gpt2": lambda: model.transformer.h, "mamba": lambda: model.backbone.layers}.get(
-        family, lambda: model.rwkv.blocks
-    )()
+    blocks = {
+        "gpt2": lambda: model.transformer.h,
+        "mamba": lambda: model.backbone.layers,
+        "rwkv": lambda: model.rwkv.blocks,
+    }.get(family, lambda: model.model.layers)()
     residual: list[list[torch.Tensor]] = [[] for _ in blocks]
     hooks = record_blocks(blocks, residual)
     logits, recurrent, cache = [], [], None
@@ -105,9 +119,18 @@ def stepped_row(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dic
             elif family == "mamba":
                 out = model(input_ids=token, cache_params=cache, use_cache=True)
                 cache = out.cache_params
-            else:
+            elif family == "rwkv":
                 out = model(input_ids=token, state=cache, use_cache=True)
                 cache = out.state
+            else:  # the states live in the modules; a cache passed after the first step keeps them
+                out = model(
+                    input_ids=token,
+                    position_ids=torch.tensor([[t]]),
+                    attention_mask={"sliding_attention": None},  # no attention block: no mask to build
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                cache = DynamicCache(config=model.config)
             recurrent.append({k: v.clone() for k, v in recurrent_states(model, cache).items()})
             logits.append(out.logits)
     finally:
@@ -130,10 +153,10 @@ def test_every_step_states_equal_the_generation_path(family, one_thread):
         assert s.shape[2] == lm.state_dims[name]
         assert (s - states[name]).abs().max() < MAX_DIFF, name
     assert (sb.next_logits - logits).abs().max() < MAX_DIFF
-    assert (lm.net.model(inputs).logits - logits).abs().max() < MAX_DIFF  # the model's own forward
+    assert (lm.net.model(inputs, use_cache=False).logits - logits).abs().max() < MAX_DIFF  # its own forward
 
 
-@pytest.mark.parametrize("family", ["mamba", "rwkv"])
+@pytest.mark.parametrize("family", ["mamba", "rwkv", "recurrent_gemma"])
 def test_a_recurrent_network_carries_its_state_across_windows(family, one_thread):
     lm = make(family)
     inputs = torch.randint(0, len(lm.vocab), (2, 14))
@@ -164,6 +187,10 @@ def test_bad_configs_are_named():
         HFCausalLM(Vocab(), {"hidden_size": 8})
     with pytest.raises(ValueError, match="vocab_size=100 is set; leave it out"):
         HFCausalLM(Vocab(), {**TINY["mamba"], "vocab_size": 100})
+    with pytest.raises(
+        ValueError, match=r"block_types=\['recurrent', 'attention'\].*set model.config.block_types: \[recurrent\]"
+    ):
+        HFCausalLM(Vocab(), {**TINY["recurrent_gemma"], "block_types": ["recurrent", "attention"]})
     with pytest.raises(ValueError, match="rescale_every=6: .*set model.config.rescale_every: 0"):
         HFCausalLM(Vocab(), {**TINY["rwkv"], "rescale_every": 6})
 
@@ -174,6 +201,7 @@ def test_bad_configs_are_named():
         ("transformer", ["model.config.n_embd=16", "model.config.n_head=2"]),
         ("mamba", ["model.config.hidden_size=16", "model.config.num_hidden_layers=2"]),
         ("rwkv", ["model.config.hidden_size=16", "model.config.num_hidden_layers=2"]),
+        ("griffin", ["model.config.hidden_size=16", "model.config.lru_width=16", "model.config.num_hidden_layers=2"]),
     ],
 )
 def test_fast_dev_run(config, small, tmp_path: Path, one_thread):

@@ -10,6 +10,8 @@ the :class:`~memsig.models.hf.base.HFNet` that runs it and reads its states.
 ``rwkv`` (:class:`~memsig.models.hf.rwkv.Rwkv`)
     ``layer{l}.residual``, ``layer{l}.wkv_num`` and ``wkv_den`` (the WKV numerator and denominator)
     and ``layer{l}.shift`` (the token shift); carried from window to window.
+``recurrent_gemma`` (:class:`~memsig.models.hf.griffin.Griffin`, recurrent blocks only)
+    ``layer{l}.residual`` and ``layer{l}.rglru``, the RG-LRU state; carried from window to window.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 from transformers import AutoConfig
 
 from memsig.models.hf.base import HFNet
+from memsig.models.hf.griffin import Griffin
 from memsig.models.hf.mamba import Mamba
 from memsig.models.hf.rwkv import Rwkv
 from memsig.models.hf.transformer import Transformer
 
-NETWORKS: dict[str, type[HFNet]] = {"gpt2": Transformer, "mamba": Mamba, "rwkv": Rwkv}
+NETWORKS: dict[str, type[HFNet]] = {"gpt2": Transformer, "mamba": Mamba, "rwkv": Rwkv, "recurrent_gemma": Griffin}
 
 
 def build_network(model_type: str, **options: Any) -> HFNet:
