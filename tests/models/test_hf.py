@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import AutoModelForCausalLM, DynamicCache
+from transformers.models.xlstm.modeling_xlstm import xLSTMCache
 
 from memsig.models import load_model
 from memsig.models.hf import HFCausalLM
@@ -37,6 +38,14 @@ TINY = {
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
         "block_types": ["recurrent"],
+    },
+    "xlstm": {
+        "model_type": "xlstm",
+        "hidden_size": 64,
+        "qk_dim_factor": 1.0,
+        "num_heads": 4,
+        "num_hidden_layers": 2,
+        "autocast_kernel_dtype": "float32",
     },
 }
 FAMILIES = list(TINY)
@@ -73,6 +82,10 @@ def recurrent_states(model: nn.Module, cache: object) -> dict[str, torch.Tensor]
     layers = range(model.config.num_hidden_layers)
     if model.config.model_type == "mamba":
         return {f"layer{l + 1}.ssm": cache.get_recurrent_state(l).flatten(1) for l in layers}
+    if model.config.model_type == "xlstm":
+        return {
+            f"layer{l + 1}.{name}": s.flatten(1) for l in layers for name, s in zip(("C", "n"), cache.rnn_state[l][:2])
+        }
     if model.config.model_type == "recurrent_gemma":
         return {f"layer{l + 1}.rglru": model.model.layers[l].temporal_block.rg_lru.recurrent_states for l in layers}
     if model.config.model_type == "rwkv":
@@ -99,13 +112,15 @@ def stepped(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[st
 
 @torch.no_grad()
 def stepped_row(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`stepped` of one row ``[1, T]``."""
-    model = lm.net.model
+    """:func:`stepped` of one row ``[1, T]``, by an untouched Hugging Face model with the same weights."""
+    model = AutoModelForCausalLM.from_config(lm.net.config).eval()
+    model.load_state_dict(lm.net.model.state_dict())
     family = model.config.model_type
     blocks = {
         "gpt2": lambda: model.transformer.h,
         "mamba": lambda: model.backbone.layers,
         "rwkv": lambda: model.rwkv.blocks,
+        "xlstm": lambda: model.backbone.blocks,
     }.get(family, lambda: model.model.layers)()
     residual: list[list[torch.Tensor]] = [[] for _ in blocks]
     hooks = record_blocks(blocks, residual)
@@ -119,6 +134,9 @@ def stepped_row(lm: HFCausalLM, inputs: torch.Tensor) -> tuple[torch.Tensor, dic
             elif family == "mamba":
                 out = model(input_ids=token, cache_params=cache, use_cache=True)
                 cache = out.cache_params
+            elif family == "xlstm":
+                cache = cache or xLSTMCache(model.config, max_batch_size=1, dtype=torch.float32)
+                out = model(input_ids=token, cache_params=cache, use_cache=True)
             elif family == "rwkv":
                 out = model(input_ids=token, state=cache, use_cache=True)
                 cache = out.state
@@ -153,10 +171,12 @@ def test_every_step_states_equal_the_generation_path(family, one_thread):
         assert s.shape[2] == lm.state_dims[name]
         assert (s - states[name]).abs().max() < MAX_DIFF, name
     assert (sb.next_logits - logits).abs().max() < MAX_DIFF
-    assert (lm.net.model(inputs, use_cache=False).logits - logits).abs().max() < MAX_DIFF  # its own forward
+    own = AutoModelForCausalLM.from_config(lm.net.config).eval()
+    own.load_state_dict(lm.net.model.state_dict())
+    assert (own(inputs, use_cache=False).logits - logits).abs().max() < MAX_DIFF  # its own forward
 
 
-@pytest.mark.parametrize("family", ["mamba", "rwkv", "recurrent_gemma"])
+@pytest.mark.parametrize("family", ["mamba", "rwkv", "recurrent_gemma", "xlstm"])
 def test_a_recurrent_network_carries_its_state_across_windows(family, one_thread):
     lm = make(family)
     inputs = torch.randint(0, len(lm.vocab), (2, 14))
@@ -191,6 +211,8 @@ def test_bad_configs_are_named():
         ValueError, match=r"block_types=\['recurrent', 'attention'\].*set model.config.block_types: \[recurrent\]"
     ):
         HFCausalLM(Vocab(), {**TINY["recurrent_gemma"], "block_types": ["recurrent", "attention"]})
+    with pytest.raises(ValueError, match="hidden_size·qk_dim_factor = 16 and hidden_size·v_dim_factor = 32 must be"):
+        HFCausalLM(Vocab(), {**TINY["xlstm"], "hidden_size": 32, "qk_dim_factor": 0.5})
     with pytest.raises(ValueError, match="rescale_every=6: .*set model.config.rescale_every: 0"):
         HFCausalLM(Vocab(), {**TINY["rwkv"], "rescale_every": 6})
 

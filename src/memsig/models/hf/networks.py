@@ -12,6 +12,9 @@ the :class:`~memsig.models.hf.base.HFNet` that runs it and reads its states.
     and ``layer{l}.shift`` (the token shift); carried from window to window.
 ``recurrent_gemma`` (:class:`~memsig.models.hf.griffin.Griffin`, recurrent blocks only)
     ``layer{l}.residual`` and ``layer{l}.rglru``, the RG-LRU state; carried from window to window.
+``xlstm`` (:class:`~memsig.models.hf.xlstm.XLSTM`)
+    ``layer{l}.residual``, ``layer{l}.C`` (the matrix memory) and ``layer{l}.n`` (the normaliser);
+    carried from window to window.
 """
 
 from __future__ import annotations
@@ -25,8 +28,15 @@ from memsig.models.hf.griffin import Griffin
 from memsig.models.hf.mamba import Mamba
 from memsig.models.hf.rwkv import Rwkv
 from memsig.models.hf.transformer import Transformer
+from memsig.models.hf.xlstm import XLSTM
 
-NETWORKS: dict[str, type[HFNet]] = {"gpt2": Transformer, "mamba": Mamba, "rwkv": Rwkv, "recurrent_gemma": Griffin}
+NETWORKS: dict[str, type[HFNet]] = {
+    "gpt2": Transformer,
+    "mamba": Mamba,
+    "rwkv": Rwkv,
+    "recurrent_gemma": Griffin,
+    "xlstm": XLSTM,
+}
 
 
 def build_network(model_type: str, **options: Any) -> HFNet:
