@@ -224,6 +224,10 @@ def test_bad_configs_are_named():
         ("mamba", ["model.config.hidden_size=16", "model.config.num_hidden_layers=2"]),
         ("rwkv", ["model.config.hidden_size=16", "model.config.num_hidden_layers=2"]),
         ("griffin", ["model.config.hidden_size=16", "model.config.lru_width=16", "model.config.num_hidden_layers=2"]),
+        (
+            "xlstm",
+            ["model.config.num_hidden_layers=1", "model.config.ffn_proj_factor=1.0"],
+        ),
     ],
 )
 def test_fast_dev_run(config, small, tmp_path: Path, one_thread):
