@@ -23,6 +23,7 @@ from memsig.data.text import TextDataModule
 from memsig.models.char_lm import CharLM
 from memsig.models.checkpoint import check_compatible, data_config_for, load_model
 from memsig.models.delay_line import DelayLine
+from memsig.models.hf import HFCausalLM
 from memsig.probe.probes import MLPProbe, RidgeProbe
 from memsig.probe.signature import Signature
 from memsig.probe.targets import resolve_probe
@@ -204,6 +205,19 @@ TRIGGERS: dict[str, Callable[[Path], str]] = {
     ),
     "FloatingPointError: training loss is nan at step …: lower model.lr, set trainer.gradient_clip_val, …": (
         lambda tmp: raised(lambda: _diverging_step(float("nan")))
+    ),
+    "ValueError: model.config.model_type=… has no memsig network (its states are read per family); choose one of …": (
+        lambda tmp: raised(lambda: HFCausalLM(Vocab(), {"model_type": "llama"}))
+    ),
+    "ValueError: model.config.vocab_size=… is set; leave it out: the symbol set (vocab, … symbols) sets it": (
+        lambda tmp: raised(lambda: HFCausalLM(Vocab(), {"model_type": "mamba", "vocab_size": 100}))
+    ),
+    "ValueError: a window of … symbols is longer than the Transformer's context (model.config.n_positions=…)…": (
+        lambda tmp: raised(
+            lambda: HFCausalLM(
+                Vocab(), {"model_type": "gpt2", "n_embd": 8, "n_layer": 1, "n_head": 1, "n_positions": 4}
+            )(torch.zeros(1, 5, dtype=torch.long))
+        )
     ),
     "ValueError: probe state … is not exposed by the model; it has […]": lambda tmp: raised(
         lambda: resolve_probe(DelayLine(Vocab(), 2), ["layer1.c"], [1])
