@@ -12,6 +12,7 @@ from transformers.models.xlstm.modeling_xlstm import xLSTMCache
 from memsig.models import load_model
 from memsig.models.hf import HFCausalLM
 from memsig.probe.probes import RidgeProbe
+from memsig.report.build import describe_model
 from memsig.states import StateBatch, StateSource
 from memsig.tasks.train import train
 from memsig.vocab import Vocab
@@ -242,11 +243,21 @@ def test_a_tiny_mamba_is_probed_through_the_interface(random_dm, one_thread):
     assert set(lm.state_names) <= set(sig.states) and sig.accuracy.shape[1] == 2
 
 
-def test_a_checkpoint_rebuilds_the_model(tmp_path: Path):
-    lm = make("mamba")
+@pytest.mark.parametrize("family", ["mamba", "rwkv"])
+def test_a_checkpoint_rebuilds_the_model_and_its_carried_state(family, tmp_path: Path):
+    lm = make(family)
+    x = torch.randint(0, len(lm.vocab), (2, 6))
+    lm._token_losses(batch(x), "train")  # a carried training state, saved with the weights
     checkpoint = {"state_dict": lm.state_dict(), "hyper_parameters": dict(lm.hparams)}
     lm.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "tiny.ckpt")
     again = load_model(tmp_path / "tiny.ckpt", expected=HFCausalLM)
-    x = torch.randint(0, len(lm.vocab), (2, 6))
     assert torch.equal(again(x)[0], lm(x)[0])
+    again.on_load_checkpoint(torch.load(tmp_path / "tiny.ckpt", weights_only=True))
+    for a, b in zip(again._carried["train"], lm._carried["train"]):
+        assert all(torch.equal(s, t) for s, t in zip(a, b))
+
+
+def test_the_report_names_the_family_and_its_sizes():
+    meta = {"model": {"class": "HFCausalLM", **make("mamba").hparams}}
+    assert describe_model(meta) == "HFCausalLM (model_type mamba, num_hidden_layers 2, hidden_size 16)"

@@ -23,7 +23,18 @@ from memsig.report.sources import EXPECTED, ReportError, RunResults, checkpoint_
 from memsig.report.study import StudySettings, collect, distance_rows, model_rows, named_signatures, recall_rows
 
 REPORT = "report.html"
-MODEL_KEYS = ("cell", "num_layers", "hidden_size", "embedding_size", "order")  # shown in the one-line model summary
+# shown in the one-line model summary (a Hugging Face LM's come from its model.config)
+MODEL_KEYS = (
+    "model_type",
+    "cell",
+    "num_layers",
+    "num_hidden_layers",
+    "n_layer",
+    "hidden_size",
+    "n_embd",
+    "embedding_size",
+    "order",
+)
 HOW_TO_READ = (
     "Interactive figures: hover a cell or point for its value, drag to zoom, double-click to zoom back; "
     "click a legend entry to hide a curve. The page is self-contained and works offline."
@@ -97,6 +108,8 @@ def settings_rows(settings: dict[str, Any], prefix: str = "") -> list[dict[str, 
 def describe_model(meta: dict[str, Any]) -> str:
     """One line: the model class and its main sizes, e.g. ``CharLM (cell lstm, num_layers 2, hidden_size 320)``."""
     model = meta.get("model") or {}
+    if isinstance(model.get("config"), dict):
+        model = {**model, **model["config"]}
     sizes = ", ".join(f"{k} {model[k]}" for k in MODEL_KEYS if k in model)
     return f"{model.get('class', '?')} ({sizes})" if sizes else str(model.get("class", "?"))
 
