@@ -17,8 +17,8 @@ class HFNet(nn.Module):
     """A Hugging Face causal LM (``self.model``, built from ``config`` with fresh weights) that
     returns its states by name (``state_names``, ``state_dims``).
 
-    A subclass sets ``state_names`` and ``state_dims`` and implements :meth:`forward` (and, with a
-    recurrent state, :meth:`zero_state`)."""
+    A subclass sets ``state_names`` and ``state_dims`` and implements :attr:`blocks` and
+    :meth:`forward` (and, with a recurrent state, :meth:`zero_state`)."""
 
     state_names: list[str]
     state_dims: dict[str, int]
@@ -27,6 +27,11 @@ class HFNet(nn.Module):
         super().__init__()
         self.config = config
         self.model = AutoModelForCausalLM.from_config(config)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The model's blocks, the first nearest the input (a property: the model holds them)."""
+        raise NotImplementedError
 
     def zero_state(self, batch_size: int) -> list[LayerState]:
         """Per layer, the initial state of ``batch_size`` rows (none without recurrent state)."""

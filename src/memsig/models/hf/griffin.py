@@ -33,11 +33,14 @@ class Griffin(HFNet):
                 "(its local-attention blocks keep a window, not a state); set model.config.block_types: [recurrent]"
             )
         super().__init__(config)
-        self.layers: nn.ModuleList = self.model.model.layers
-        self.state_names = [f"layer{i + 1}.{k}" for i in range(len(self.layers)) for k in ("residual", "rglru")]
+        self.state_names = [f"layer{i + 1}.{k}" for i in range(len(self.blocks)) for k in ("residual", "rglru")]
         self.state_dims = {
             n: config.hidden_size if n.endswith("residual") else config.lru_width for n in self.state_names
         }
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.model.layers
 
     def zero_state(self, batch_size: int) -> list[LayerState]:
         """Per layer: the convolution's last inputs ``[B, W, K - 1]`` and the RG-LRU state ``[B, W]``."""
@@ -45,7 +48,7 @@ class Griffin(HFNet):
         w = self.model.model.embed_tokens.weight
         return [
             (w.new_zeros(batch_size, c.lru_width, c.conv1d_width - 1), w.new_zeros(batch_size, c.lru_width))
-            for _ in self.layers
+            for _ in self.blocks
         ]
 
     def forward(
@@ -57,7 +60,7 @@ class Griffin(HFNet):
         body = self.model.model
         h = body.embed_tokens(inputs) * body.normalizer.type(body.embed_tokens.weight.dtype)
         final, states = [], {}
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.blocks):
             block, (conv_prev, lru_prev) = layer.temporal_block, state[i]
             x = layer.temporal_pre_norm(h)
             x_hist = torch.cat([conv_prev, block.linear_x(x).transpose(1, 2)], dim=-1)

@@ -64,33 +64,36 @@ class Mamba(HFNet):
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
-        self.backbone = self.model.backbone
-        n_layers = len(self.backbone.layers)
+        n_layers = len(self.blocks)
         self.state_names = [f"layer{i + 1}.{k}" for i in range(n_layers) for k in ("residual", "ssm")]
         ssm = config.intermediate_size * config.state_size
         self.state_dims = {n: ssm if n.endswith("ssm") else config.hidden_size for n in self.state_names}
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.backbone.layers
+
     def zero_state(self, batch_size: int) -> list[LayerState]:
         c = self.config
-        w = self.backbone.embeddings.weight
+        w = self.model.backbone.embeddings.weight
         return [
             (
                 w.new_zeros(batch_size, c.intermediate_size, c.conv_kernel - 1),
                 w.new_zeros(batch_size, c.intermediate_size, c.state_size),
             )
-            for _ in self.backbone.layers
+            for _ in self.blocks
         ]
 
     def forward(
         self, inputs: Tensor, state: list[LayerState] | None = None, return_states: bool = False
     ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
         state = state if state is not None else self.zero_state(inputs.shape[0])
-        h = self.backbone.embeddings(inputs)
+        h = self.model.backbone.embeddings(inputs)
         final, states = [], {}
-        for i, block in enumerate(self.backbone.layers):
+        for i, block in enumerate(self.blocks):
             mixed, ssm, last = mixer_scan(block.mixer, block.norm(h), state[i], return_states)
             h = h + mixed
             final.append(last)
             if return_states:
                 states[f"layer{i + 1}.residual"], states[f"layer{i + 1}.ssm"] = h, ssm.flatten(2)
-        return self.model.lm_head(self.backbone.norm_f(h)), final, states
+        return self.model.lm_head(self.model.backbone.norm_f(h)), final, states

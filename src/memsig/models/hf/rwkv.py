@@ -78,11 +78,14 @@ class Rwkv(HFNet):
                 "place whenever it switches to eval mode; set model.config.rescale_every: 0"
             )
         super().__init__(config)
-        self.blocks: nn.ModuleList = self.model.rwkv.blocks
         kinds = {"residual": config.hidden_size, "wkv_num": 0, "wkv_den": 0, "shift": 2 * config.hidden_size}
         attention = config.attention_hidden_size or config.hidden_size
         self.state_names = [f"layer{i + 1}.{k}" for i in range(len(self.blocks)) for k in kinds]
         self.state_dims = {n: kinds[n.split(".")[1]] or attention for n in self.state_names}
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.rwkv.blocks
 
     def zero_state(self, batch_size: int) -> list[LayerState]:
         """Per layer: the two token shifts ``[B, H]`` and the WKV state (num, den, exponent) ``[B, A]``."""

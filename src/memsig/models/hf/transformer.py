@@ -22,9 +22,12 @@ class Transformer(HFNet):
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
-        self.blocks: nn.ModuleList = self.model.transformer.h
         self.state_names = [f"layer{i + 1}.residual" for i in range(len(self.blocks))]
         self.state_dims = dict.fromkeys(self.state_names, config.n_embd)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.transformer.h
 
     def history(self, history: Tensor) -> Tensor:
         """The stream's ``history`` ``[B, T]`` capped at the window: t symbols precede position t."""

@@ -88,13 +88,16 @@ class XLSTM(HFNet):
                 "change hidden_size, qk_dim_factor or v_dim_factor"
             )
         super().__init__(config)
-        self.blocks: nn.ModuleList = self.model.backbone.blocks
         for block in self.blocks:
             block.mlstm_layer.mlstm_backend = MatrixMemoryScan(config.eps)
         heads, dk, dv = config.num_heads, config.qk_head_dim, config.v_head_dim
         dims = {"residual": config.hidden_size, "C": heads * dk * dv, "n": heads * dk}
         self.state_names = [f"layer{i + 1}.{k}" for i in range(len(self.blocks)) for k in dims]
         self.state_dims = {name: dims[name.split(".")[1]] for name in self.state_names}
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.backbone.blocks
 
     def zero_state(self, batch_size: int) -> list[LayerState]:
         """Per layer: C ``[B, NH, DK, DV]``, n ``[B, NH, DK]``, m ``[B, NH, 1]``."""
