@@ -175,6 +175,7 @@ def test_every_step_states_equal_the_generation_path(family, one_thread):
     own = AutoModelForCausalLM.from_config(lm.net.config).eval()
     own.load_state_dict(lm.net.model.state_dict())
     assert (own(inputs, use_cache=False).logits - logits).abs().max() < MAX_DIFF  # its own forward
+    assert lm.kernel_params("layer2.residual") == sum(p.numel() for p in lm.net.blocks[1].parameters())
 
 
 @pytest.mark.parametrize("family", ["mamba", "rwkv", "recurrent_gemma", "xlstm"])

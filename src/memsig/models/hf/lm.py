@@ -87,6 +87,11 @@ class HFCausalLM(LMBase):
         history = self.net.history(batch["history"])
         return StateBatch(out, batch["inputs"], batch["mask"], history, next_logits=logits)
 
+    def kernel_params(self, name: str) -> int:
+        """Parameters of the block behind a state ``layer{l}.…`` (the probe's ``width: auto``)."""
+        block = self.net.blocks[int(name.split(".")[0].removeprefix("layer")) - 1]
+        return sum(p.numel() for p in block.parameters())
+
     # ------------------------------------------------------------------ carried state
     def _state_rows(self, state: list[LayerState]) -> int:
         return state[0][0].shape[0]
