@@ -151,7 +151,7 @@ def encode_corpus(
     encoded = _read(folder, mmap=True)
     size = sum(f.stat().st_size for f in folder.iterdir())
     log.info(
-        "symbol cache %s: %.1f MB, %s symbols (train/dev/test, memory-mapped)",
+        "symbol cache %s: %.1f MB, %s ids (train/dev/test, separators included, memory-mapped)",
         folder,
         size / 1e6,
         "/".join(str(len(encoded.splits[s].ids)) for s in SPLITS),
