@@ -109,14 +109,12 @@ class EncodedCorpus:
         splits: ``{split: SplitIds}``.
         raw_segments, raw_chars: ``{split: count}`` before normalisation.
         outside: the raw characters outside the symbol set (``Vocab.outside``) and their counts.
-        path: the cache folder (None: encoded in memory).
     """
 
     splits: dict[str, SplitIds]
     raw_segments: dict[str, int]
     raw_chars: dict[str, int]
     outside: Counter[str]
-    path: Path | None
 
 
 def encode_corpus(
@@ -250,5 +248,4 @@ def _read(folder: Path, mmap: bool) -> EncodedCorpus:
         {s: meta["splits"][s]["raw_segments"] for s in SPLITS},
         {s: meta["splits"][s]["raw_chars"] for s in SPLITS},
         Counter(meta["outside"]),
-        folder if mmap else None,
     )
