@@ -24,6 +24,10 @@ Every batch is a dict::
     segment_ids [B] long   (segment regime) each row's segment, its index in the split
     lam      [K] or [B, K] (with ``lambdas``) input statistics for the factorized LM
 
+The text is normalised and encoded once into memory-mapped symbol ids (:mod:`memsig.data.symbols`,
+cached under ``cache_dir``); splits, segments, windows and λ statistics are views and offsets into
+them, so a corpus larger than memory trains with flat memory.
+
 The training loader is a :class:`~memsig.data.loader.ResumableLoader`: checkpoints record how far into the
 epoch training got, so a run resumed from a mid-epoch ``last.ckpt`` goes on with the next
 window (the model saves the state it carries, see ``CharLM.on_save_checkpoint``).
