@@ -151,7 +151,7 @@ class Study:
 
     Attributes:
         title: the page title.
-        origin: what the models come from, one phrase (e.g. ``Multirun with 8 models``).
+        origin: what the models come from, one phrase (e.g. ``Multirun with <n> models``).
         paths: the sweep dir, or the signature files.
         models: the models, in order.
         signatures: every signature of the models: ``<model>`` for ``main``, ``<model> [<name>]`` for the others.
@@ -174,13 +174,17 @@ class Study:
         cls, models: list[Model], settings: StudySettings, title: str, origin: str, paths: list[Path]
     ) -> Study:
         """The study of ``models``: their signatures named, the state compared and the pairs chosen as
-        ``settings`` says (``title``: used when ``settings`` has none)."""
+        ``settings`` says (``title``: used when ``settings`` has none). ValueError where a signature lacks
+        the state asked for."""
         sigs = {(m.name if k == "main" else f"{m.name} [{k}]"): s for m in models for k, s in m.signatures.items()}
         asked = [(a, b) for a, b in settings.differences]
         for a, b in asked:
             if a not in sigs or b not in sigs:
                 log.warning("difference %s vs %s: no such signatures (have %s)", a, b, sorted(sigs))
         pairs = [(a, b) for a, b in asked if a in sigs and b in sigs]
+        lacking = [name for name, sig in sigs.items() if settings.state and settings.state not in sig.real_states]
+        if lacking:
+            raise ValueError(f"state {settings.state!r} is not a probed state of {', '.join(lacking)}")
         names = list(sigs)
         return cls(
             settings.title or title,
