@@ -1,4 +1,5 @@
-"""The content of a report page: what is shown for a probe run, a train run and a multirun."""
+"""The content of a report page: what is shown for a probe run, a train run and a study (a multirun or
+signature files, :class:`~memsig.report.study.Study`)."""
 
 from __future__ import annotations
 
