@@ -11,7 +11,7 @@ from pathlib import Path
 
 from memsig.report.build import REPORT, study_page, write_page, write_report
 from memsig.report.sources import ReportError, kind_of
-from memsig.report.static import write_static
+from memsig.report.static import FOLDER, write_static
 from memsig.report.study import Study, add_study_arguments, settings_of
 from memsig.resolvers import PROJECT_ROOT
 
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 if kind_of(args.paths[0]) != "sweep":
                     ap.error("--static and --out: static files are written for a multirun or signature files")
                 study = Study.from_sweep(args.paths[0], settings)
-                static, page = args.out or args.paths[0] / "report", args.paths[0] / REPORT
-            print(f"static report: {write_static(study, static)}")
+                static, page = args.out or args.paths[0] / FOLDER, args.paths[0] / REPORT
+            write_static(study, static)  # prints where, its tables and distances
             write_page(study_page(study), page)
     except (ReportError, ValueError) as err:  # a SignatureError is a ValueError
         print(f"report: {err}", file=sys.stderr)

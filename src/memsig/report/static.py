@@ -25,6 +25,7 @@ from memsig.plots import save_figure, to_matplotlib
 from memsig.report.study import Study
 from memsig.report.tables import csv_bytes, html_table, markdown_table
 
+FOLDER = "report"  # a multirun's static files: <sweep dir>/report/
 DISTANCES = "Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)"
 STYLE = "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
 

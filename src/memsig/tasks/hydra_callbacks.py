@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from memsig.report import Study, StudySettings, study_page, write_page, write_static
 from memsig.report.build import REPORT
+from memsig.report.static import FOLDER
 from memsig.tasks.rundir import RunDirError, check_writable, exit_with
 from memsig.tasks.sweep import write_summary
 
@@ -73,5 +74,5 @@ class StudyReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         study = Study.from_sweep(sweep_dir, self.settings)
-        write_static(study, sweep_dir / "report", self.formats)
+        write_static(study, sweep_dir / FOLDER, self.formats)
         write_page(study_page(study), sweep_dir / REPORT)
