@@ -343,7 +343,10 @@ def add_study_arguments(ap: Any) -> None:
     )
     ap.add_argument("--state", help="the state compared of every signature (default: each one's first probed state)")
     ap.add_argument(
-        "--n-boot", type=int, default=StudySettings.n_boot, help="bootstrap resamples of the distance intervals"
+        "--n-boot",
+        type=int,
+        default=StudySettings.n_boot,
+        help="bootstrap resamples of the distance intervals (default: %(default)s)",
     )
 
 

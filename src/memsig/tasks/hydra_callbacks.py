@@ -56,7 +56,11 @@ class SweepSummary(Callback):
 
 
 class StudyReport(Callback):
-    """Hydra callback: the static files and the interactive page of the sweep dir when a multirun ends."""
+    """Hydra callback: the static files and the interactive page of the sweep dir when a multirun ends.
+
+    Its options are :class:`~memsig.report.study.StudySettings`' (``report.py``'s flags) and the
+    static figures' ``formats``.
+    """
 
     def __init__(
         self,
@@ -64,10 +68,12 @@ class StudyReport(Callback):
         label: Sequence[str] | None = None,
         select_over: Sequence[str] = ("model.dropout",),
         differences: Sequence[Sequence[str]] = (),
+        state: str | None = None,
+        n_boot: int = StudySettings.n_boot,
         formats: Sequence[str] = ("png", "svg"),
     ) -> None:
         self.settings = StudySettings(
-            title, list(label) if label else None, list(select_over), [list(p) for p in differences]
+            title, list(label) if label else None, list(select_over), [list(p) for p in differences], state, n_boot
         )
         self.formats = list(formats)
 
