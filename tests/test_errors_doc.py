@@ -26,8 +26,7 @@ from memsig.models.delay_line import DelayLine
 from memsig.probe.probes import MLPProbe, RidgeProbe
 from memsig.probe.signature import Signature
 from memsig.probe.targets import resolve_probe
-from memsig.report import write_report
-from memsig.report.compare import compare
+from memsig.report import Study, write_report, write_static
 from memsig.resolvers import PROJECT_ROOT
 from memsig.tasks.probe import convergence_warning, refuse_vocab
 from memsig.tasks.rundir import claim_run_dir
@@ -226,8 +225,9 @@ TRIGGERS: dict[str, Callable[[Path], str]] = {
     ),
     "ValueError: … vs …: signatures share no (lag, symbol) cell: the first has lags […], the second […]…": (
         lambda tmp: raised(
-            lambda: compare(
-                [_toy_signature(tmp / "a.npz", [1, 2]), _toy_signature(tmp / "b.npz", [9])], out=tmp / "cmp"
+            lambda: write_static(
+                Study.from_signatures([_toy_signature(tmp / "a.npz", [1, 2]), _toy_signature(tmp / "b.npz", [9])]),
+                tmp / "cmp",
             )
         )
     ),
