@@ -128,7 +128,7 @@ def encode_corpus(
     if len(vocab) > MAX_SYMBOLS:
         raise ValueError(
             f"the vocab has {len(vocab)} symbols, but text is encoded as uint8 ids (at most {MAX_SYMBOLS}); "
-            "use a smaller symbol set"
+            "keep fewer symbols (vocab.symbols, vocab.extra_symbols)"
         )
     key = corpus.cache_key()
     if cache_dir is None or key is None:
