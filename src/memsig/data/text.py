@@ -103,6 +103,8 @@ class SegmentBatches(Dataset):
         batch_size: segments per batch.
         rank, world_size: this process keeps every ``world_size``-th batch.
         ids: the split index of each of ``segments`` (default 0, 1, …).
+        equal_share: first drop the last batches so every rank gets as many (training: DDP
+            steps all ranks together).
     """
 
     def __init__(
@@ -112,12 +114,15 @@ class SegmentBatches(Dataset):
         rank: int = 0,
         world_size: int = 1,
         ids: list[int] | None = None,
+        equal_share: bool = False,
     ) -> None:
         ids = list(range(len(segments))) if ids is None else ids
         kept = [i for i, s in enumerate(segments) if len(s) >= 2]
         segs = [segments[i].long() for i in kept]
         order = sorted(range(len(segs)), key=lambda i: (len(segs[i]), i))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        if equal_share:
+            batches = batches[: len(batches) - len(batches) % world_size]
         self.segs = segs
         self.origin = torch.tensor([ids[i] for i in kept], dtype=torch.long)
         self.batches = batches[rank::world_size]
@@ -292,14 +297,17 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
         self.setup()
         bs = batch_size or (self.batch_size if split == "train" else self.eval_batch_size)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        equal = split == "train"
         if self.regime == "stream":
             base: Dataset = StreamBatches(self.ids(split), bs, self.seq_len, rank, world)
         elif self.lambdas is not None and self.lambdas.scope == "cluster":  # one group per batch
             segs, group = self._encoded(split), self.lambda_groups(split)
             members = [torch.nonzero(group == g).squeeze(1).tolist() for g in range(int(group.max()) + 1)]
-            base = ConcatDataset([SegmentBatches([segs[i] for i in m], bs, rank, world, m) for m in members if m])
+            base = ConcatDataset(
+                [SegmentBatches([segs[i] for i in m], bs, rank, world, m, equal) for m in members if m]
+            )
         else:
-            base = SegmentBatches(self._encoded(split), bs, rank, world)
+            base = SegmentBatches(self._encoded(split), bs, rank, world, equal_share=equal)
         if self.lambdas is None:
             return base
         domain = self.lambda_counts("train").total() if self.lambdas.scope == "domain" else None
