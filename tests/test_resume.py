@@ -39,7 +39,8 @@ from conftest import TINY_RUN
 # TINY_RUN for 2 epochs (118 windows each), last.ckpt every 10 steps, dropout on
 RUN = [*TINY_RUN, "trainer.max_epochs=2", "model.dropout=0.1", "callbacks.last_checkpoint.every_n_train_steps=10"]
 WINDOWS = 118
-DDP = ["trainer=ddp_cpu", "data.batch_size=8"]  # 2 ranks × 8 streams: RUN's 16 streams, the same windows
+# 2 ranks, each of half the streams (batch sizes are per rank): RUN's streams and windows
+DDP = ["trainer=ddp_cpu", "data.batch_size=8", "data.eval_batch_size=32"]
 
 
 class Items(Dataset):
