@@ -26,9 +26,9 @@ from memsig.models import CharLM, load_model
 from conftest import TINY_RUN, compose_cfg, quiet_trainer
 
 RUN = [*TINY_RUN, "trainer.max_epochs=2"]
-# 2 epochs of 118 steps at lr 0.01: rounding grows along the way but stays far below the gap
-# between the loss over all streams and that over rank 0's half (~0.03 nats at step 19)
-FOLLOWS = 2e-3  # nats/char
+# Rounding only (the sums of 2 ranks' gradients against those of one batch), grown over 2 epochs
+# of 118 steps at lr 0.01; the loss of rank 0's half of the streams is ~0.03 nats off at step 19
+FOLLOWS = 1e-4  # nats/char
 
 
 def _logged(run_dir: Path) -> dict[tuple[str, int], float]:
