@@ -103,8 +103,7 @@ class SegmentBatches(Dataset):
         batch_size: segments per batch.
         rank, world_size: this process keeps every ``world_size``-th batch.
         ids: the split index of each of ``segments`` (default 0, 1, …).
-        equal_share: first drop the last batches so every rank gets as many (training: DDP
-            steps all ranks together).
+        equal_share: first drop the last batches so every rank gets as many (training).
     """
 
     def __init__(
@@ -297,17 +296,17 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
         self.setup()
         bs = batch_size or (self.batch_size if split == "train" else self.eval_batch_size)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        equal = split == "train"
+        equal_share = split == "train"  # DDP steps every rank together
         if self.regime == "stream":
             base: Dataset = StreamBatches(self.ids(split), bs, self.seq_len, rank, world)
         elif self.lambdas is not None and self.lambdas.scope == "cluster":  # one group per batch
             segs, group = self._encoded(split), self.lambda_groups(split)
             members = [torch.nonzero(group == g).squeeze(1).tolist() for g in range(int(group.max()) + 1)]
             base = ConcatDataset(
-                [SegmentBatches([segs[i] for i in m], bs, rank, world, m, equal) for m in members if m]
+                [SegmentBatches([segs[i] for i in m], bs, rank, world, m, equal_share) for m in members if m]
             )
         else:
-            base = SegmentBatches(self._encoded(split), bs, rank, world, equal_share=equal)
+            base = SegmentBatches(self._encoded(split), bs, rank, world, equal_share=equal_share)
         if self.lambdas is None:
             return base
         domain = self.lambda_counts("train").total() if self.lambdas.scope == "domain" else None
