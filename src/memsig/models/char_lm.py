@@ -200,11 +200,8 @@ class CharLM(L.LightningModule):
         """The mean of the token losses ``[N]`` of this step over every rank's positions (under DDP
         a rank holds only its own streams); the same value on every rank."""
         total = torch.stack([losses.sum(), losses.new_tensor(losses.numel())])
-        total = self.all_gather(total).reshape(-1, 2).sum(0) if self._world_size() > 1 else total
+        total = self.trainer.strategy.reduce(total, reduce_op="sum")
         return total[0] / total[1]
-
-    def _world_size(self) -> int:
-        return self.trainer.world_size if self._trainer is not None else 1
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip a step whose gradients overflowed although its loss is finite (back-propagation
@@ -276,8 +273,8 @@ class CharLM(L.LightningModule):
         carried = self._carried.get("train")
         if carried is not None:
             flat = torch.stack([t for s in carried for t in (s if isinstance(s, tuple) else (s,))])
-            gathered = self.all_gather(flat) if self._world_size() > 1 else flat.unsqueeze(0)
-            checkpoint["carried_state"] = {"train": gathered}
+            distributed = self._trainer is not None and self.trainer.world_size > 1
+            checkpoint["carried_state"] = {"train": self.all_gather(flat) if distributed else flat.unsqueeze(0)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from memsig.models.checkpoint import check_compatible
