@@ -112,6 +112,7 @@ class SegmentBatches(Dataset):
         batch_size: segments per batch.
         rank, world_size: this process keeps every ``world_size``-th batch.
         ids: which of ``segments`` to batch, ascending (default: all).
+        equal_share: first drop the last batches so every rank gets as many (training).
     """
 
     def __init__(
@@ -121,12 +122,16 @@ class SegmentBatches(Dataset):
         rank: int = 0,
         world_size: int = 1,
         ids: list[int] | None = None,
+        equal_share: bool = False,
     ) -> None:
         self.segments = segments if isinstance(segments, SplitIds) else SplitIds.of(segments)
         chosen = np.arange(len(self.segments)) if ids is None else np.asarray(ids, dtype=np.int64)
         kept = chosen[self.segments.lengths[chosen] >= 2]
         self.order = kept[np.argsort(self.segments.lengths[kept], kind="stable")]  # by length, then position
-        self.firsts = range(0, len(self.order), batch_size)[rank::world_size]
+        firsts = range(0, len(self.order), batch_size)
+        if equal_share:
+            firsts = firsts[: len(firsts) - len(firsts) % world_size]
+        self.firsts = firsts[rank::world_size]
         self.batch_size = batch_size
 
     def __len__(self) -> int:
@@ -297,14 +302,15 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
         self.setup()
         bs = batch_size or (self.batch_size if split == "train" else self.eval_batch_size)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        equal_share = split == "train"  # DDP steps every rank together
         if self.regime == "stream":
             base: Dataset = StreamBatches(self.ids(split), bs, self.seq_len, rank, world)
         elif self.lambdas is not None and self.lambdas.scope == "cluster":  # one group per batch
             segs, group = self.segments[split], self.lambda_groups(split)  # type: ignore[index]
             members = [torch.nonzero(group == g).squeeze(1).tolist() for g in range(int(group.max()) + 1)]
-            base = ConcatDataset([SegmentBatches(segs, bs, rank, world, m) for m in members if m])
+            base = ConcatDataset([SegmentBatches(segs, bs, rank, world, m, equal_share) for m in members if m])
         else:
-            base = SegmentBatches(self.segments[split], bs, rank, world)  # type: ignore[index]
+            base = SegmentBatches(self.segments[split], bs, rank, world, equal_share=equal_share)  # type: ignore[index]
         if self.lambdas is None:
             return base
         domain = self.lambda_counts("train").total() if self.lambdas.scope == "domain" else None
