@@ -51,7 +51,7 @@ def test_group_options_compose_and_resolve(group, tmp_path: Path):
         OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
         if group == "callbacks":
             assert all(hasattr(cb, "setup") for cb in instantiate_all(cfg.callbacks))
-        if group == "trainer" and option in ("cpu", "default"):
+        if group == "trainer" and option in ("cpu", "ddp_cpu", "default"):
             hydra.utils.instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
 
 

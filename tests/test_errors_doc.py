@@ -27,8 +27,8 @@ from memsig.models.hf import HFCausalLM
 from memsig.probe.probes import MLPProbe, RidgeProbe
 from memsig.probe.signature import Signature
 from memsig.probe.targets import resolve_probe
-from memsig.report import write_report
-from memsig.report.compare import compare
+from memsig.report import Study, write_report, write_static
+from memsig.report.study import StudySettings
 from memsig.resolvers import PROJECT_ROOT
 from memsig.tasks.probe import convergence_warning, refuse_vocab
 from memsig.tasks.rundir import claim_run_dir
@@ -75,7 +75,11 @@ def _file(tmp: Path, name: str, content: str | bytes) -> Path:
 
 
 def _dm(**options: object) -> TextDataModule:
-    return TextDataModule(RandomSymbols(4000), Vocab(), **{"batch_size": 4, "seq_len": 32, **options})
+    return _dm_of(Vocab(), **options)
+
+
+def _dm_of(vocab: Vocab, **options: object) -> TextDataModule:
+    return TextDataModule(RandomSymbols(4000), vocab, **{"batch_size": 4, "seq_len": 32, **options})
 
 
 def _checkpoint(tmp: Path, model: CharLM) -> Path:
@@ -180,6 +184,9 @@ TRIGGERS: dict[str, Callable[[Path], str]] = {
     "ValueError: symbol … is not in the symbol set …: normalize the text first…": lambda tmp: raised(
         lambda: Vocab().encode("\u00e9")
     ),
+    "ValueError: the vocab has … symbols, but text is encoded as uint8 ids (at most …); keep fewer symbols (vocab.symbols, vocab.extra_symbols)": (
+        lambda tmp: raised(lambda: _dm_of(Vocab(extra_symbols="".join(map(chr, range(0x4E00, 0x4F00))))).setup())
+    ),
     "VocabMismatchError: the checkpoint was made with another symbol set; …": lambda tmp: raised(
         lambda: check_compatible(
             torch.load(_checkpoint(tmp, CharLM(Vocab())), weights_only=True), CharLM(Vocab(oov="unk"))
@@ -240,9 +247,16 @@ TRIGGERS: dict[str, Callable[[Path], str]] = {
     ),
     "ValueError: … vs …: signatures share no (lag, symbol) cell: the first has lags […], the second […]…": (
         lambda tmp: raised(
-            lambda: compare(
-                [_toy_signature(tmp / "a.npz", [1, 2]), _toy_signature(tmp / "b.npz", [9])], out=tmp / "cmp"
+            lambda: write_static(
+                Study.from_signatures([_toy_signature(tmp / "a.npz", [1, 2]), _toy_signature(tmp / "b.npz", [9])]),
+                tmp / "cmp",
             )
+        )
+    ),
+    "ValueError: state … is not a probed state of …": lambda tmp: raised(
+        lambda: Study.from_signatures(
+            [_toy_signature(tmp / "a.npz", [1, 2]), _toy_signature(tmp / "b.npz", [1, 2])],
+            settings=StudySettings(state="layer1.c"),
         )
     ),
     "ReportError: … is not a directory; a report needs one of:…": lambda tmp: raised(

@@ -1,5 +1,6 @@
 """The submitit launchers: a local sweep end to end, a preempted job requeued and resumed,
-and the Slurm config as sbatch would get it (no cluster needed).
+and the Slurm config as sbatch would get it (no cluster needed), DDP on several nodes too.
+The tasks of a DDP Slurm job, imitated on this machine: tests/test_ddp.py.
 
 ``hydra/launcher=local`` runs jobs through submitit's local executor: the code path of
 ``hydra/launcher=slurm`` (pickled launcher, job environment, USR2 handler, requeue) with
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytest
@@ -23,6 +25,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig
 
 from memsig.resolvers import PROJECT_ROOT
 
@@ -106,25 +109,16 @@ def test_preempted_job_is_requeued_and_resumes_from_last_ckpt(tmp_path: Path, ti
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 118
 
 
-def test_slurm_launcher_config_reaches_sbatch_and_turns_lightning_requeue_off(tmp_path: Path, monkeypatch):
-    overrides = [
-        "hydra/launcher=slurm",
-        "hydra.launcher.partition=gpu",
-        "hydra.launcher.gpus_per_node=2",
-        "hydra.launcher.timeout_min=600",
-        "hydra.launcher.mem_gb=64",
-        "trainer=gpu",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
+def _sbatch(overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[DictConfig, Any]:
+    """The composed config of ``train.py -m hydra/launcher=slurm <overrides>`` and the submitit
+    executor its launcher builds, stopped at submission (no cluster needed)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    (plugin,) = cfg.trainer.plugins  # trainer=gpu keeps what the launcher config adds
-    env = hydra.utils.instantiate(plugin)
-    assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
-    assert cfg.trainer.accelerator == "gpu"
-
-    # the launcher builds its submitit executor; stop it at submission and read the sbatch file
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+            return_hydra_config=True,
+        )
     bin_dir = tmp_path / "bin"  # submitit wants srun on the PATH
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
@@ -142,7 +136,50 @@ def test_slurm_launcher_config_reaches_sbatch_and_turns_lightning_requeue_off(tm
     with pytest.raises(RuntimeError, match="not submitting"):
         launcher.launch([["model.dropout=0.1"]], initial_job_idx=0)
     (executor,) = executors
-    sbatch = executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
+    return cfg, executor
+
+
+def _sbatch_text(executor: Any) -> str:
+    return executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
+
+
+def test_slurm_launcher_config_reaches_sbatch_and_turns_lightning_requeue_off(tmp_path: Path, monkeypatch):
+    overrides = [
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.gpus_per_node=2",
+        "hydra.launcher.timeout_min=600",
+        "hydra.launcher.mem_gb=64",
+        "trainer=gpu",
+    ]
+    cfg, executor = _sbatch(overrides, tmp_path, monkeypatch)
+    (plugin,) = cfg.trainer.plugins  # trainer=gpu keeps what the launcher config adds
+    env = hydra.utils.instantiate(plugin)
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
+    assert cfg.trainer.accelerator == "gpu"
+    sbatch = _sbatch_text(executor)
     for line in ["--partition=gpu", "--gpus-per-node=2", "--time=600", "--mem=64GB", "--signal=USR2@120"]:
         assert f"#SBATCH {line}\n" in sbatch, line
+    assert "#SBATCH --nodes=1\n" in sbatch and "#SBATCH --ntasks-per-node=1\n" in sbatch
     assert executor.max_num_timeout == 3  # a job that hits its time limit is requeued too
+
+
+def test_ddp_on_several_nodes_asks_slurm_for_one_task_per_device(tmp_path: Path, monkeypatch):
+    """trainer=ddp on 2 nodes × 4 GPUs: the job has 4 tasks on each of 2 nodes, as Lightning's
+    SLURMEnvironment wants (it checks SLURM_NTASKS_PER_NODE and SLURM_NNODES against the trainer)."""
+    ddp = ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.gpus_per_node=4"]
+    cfg, executor = _sbatch(ddp, tmp_path, monkeypatch)
+    sbatch = _sbatch_text(executor)
+    for line in ["--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4"]:
+        assert f"#SBATCH {line}\n" in sbatch, line
+    assert "srun" in sbatch  # every task runs the job: one rank each
+    env = hydra.utils.instantiate(cfg.trainer.plugins[0])
+    job = {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4321"}
+    task = {"SLURM_PROCID": "6", "SLURM_LOCALID": "2", "SLURM_NODEID": "1", "SLURM_NODELIST": "gpu[07-08]"}
+    for key, value in {**job, **task}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    env.validate_settings(num_devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes)
+    assert (env.world_size(), env.global_rank(), env.local_rank(), env.node_rank()) == (8, 6, 2, 1)
+    assert env.creates_processes_externally and env.main_address == "gpu07"  # every task meets at node 0
+    assert env.main_port == 15000 + 4321

@@ -57,12 +57,11 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             targets = [f"{base}.{a.name}" for a in node.names] + [base]
         else:
             continue
-        for target in targets:
+        for target in targets:  # ``from a.b import c`` runs ``a.b`` (its package init) as well as ``a.b.c``
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 found.add(target)
-                break
     return found
 
 
@@ -77,8 +76,53 @@ def upward_imports(src: Path) -> list[str]:
     )
 
 
+def import_cycles(src: Path) -> list[list[str]]:
+    """Every set of modules that import each other in a circle (package inits included), each sorted:
+    the strongly connected components of the import graph with more than one module."""
+    known = modules(src)
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for name in sorted(graph):
+        if name not in order:
+            visit(name)
+    return sorted(cycles)
+
+
 def test_layers_import_one_way():
     assert upward_imports(SRC) == []
+
+
+def test_no_import_cycles():
+    assert import_cycles(SRC) == []
+
+
+def test_the_contract_catches_a_package_init_cycle(tmp_path):
+    """A module that imports a sibling through its package's init, while that init imports the
+    module: ``plots`` -> ``plots.static`` -> ``plots``, the cycle a merge once brought in."""
+    shutil.copytree(SRC / "memsig", tmp_path / "memsig")
+    static = tmp_path / "memsig" / "plots" / "static.py"
+    static.write_text(static.read_text(encoding="utf-8") + "\nfrom memsig.plots import specs as _specs\n")
+    assert ["memsig.plots", "memsig.plots.gradients", "memsig.plots.static"] in import_cycles(tmp_path)
 
 
 def test_the_contract_catches_an_upward_import(tmp_path):
@@ -86,7 +130,10 @@ def test_the_contract_catches_an_upward_import(tmp_path):
     vocab = tmp_path / "memsig" / "vocab.py"
     vocab.write_text(vocab.read_text(encoding="utf-8") + "\n\ndef _late():\n    from memsig.tasks import train\n")
     added = set(upward_imports(tmp_path)) - set(upward_imports(SRC))
-    assert added == {"memsig.vocab (core) imports memsig.tasks.train (tasks)"}
+    assert added == {
+        "memsig.vocab (core) imports memsig.tasks (tasks)",  # the package init runs too
+        "memsig.vocab (core) imports memsig.tasks.train (tasks)",
+    }
 
 
 def test_design_doc_lists_the_contracts_layers():

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from memsig.analysis.state_gradients import GradientMemory
 from memsig.probe.signature import Signature
-from memsig.report.compare import compare
+from memsig.report import Study, write_static
 from memsig.tasks.probe import probe
 from memsig.tasks.rundir import RunDirError
 
@@ -137,8 +137,9 @@ def test_wandb_offline_run_holds_the_signature_artifact(trained_lm, tmp_path, mo
 
 def test_compare_draws_and_measures(probe_run, tmp_path):
     out = probe_run["dir"]
-    distances = compare([out / "signature.npz", out / "signature_seed1.npz"], ["seed0", "seed1"], out=tmp_path)
-    ((d, _, _),) = distances.values()
+    study = Study.from_signatures([out / "signature.npz", out / "signature_seed1.npz"], ["seed0", "seed1"])
+    write_static(study, tmp_path)
+    ((d, _, _),) = study.distances.values()
     assert np.isclose(d, probe_run["result"]["noise_floor"]["layer1.c"][0])
     assert {p.name for p in tmp_path.iterdir()} >= {
         "side_by_side.png",

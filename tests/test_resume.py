@@ -3,7 +3,7 @@
 The pieces (loader position and order, torch's random state, the carried recurrent state,
 atomic checkpoint files, ``resume: auto``) are tested alone, then end to end: ``train.py``
 killed with SIGKILL and run again gives the same weights, bit for bit, as an uninterrupted
-run (with dropout, so the random state matters too).
+run (with dropout, so the random state matters too), on one process and on two DDP ranks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -39,6 +39,8 @@ from conftest import TINY_RUN
 # TINY_RUN for 2 epochs (118 windows each), last.ckpt every 10 steps, dropout on
 RUN = [*TINY_RUN, "trainer.max_epochs=2", "model.dropout=0.1", "callbacks.last_checkpoint.every_n_train_steps=10"]
 WINDOWS = 118
+# 2 ranks, each of half the streams (batch sizes are per rank): RUN's streams and windows
+DDP = ["trainer=ddp_cpu", "data.batch_size=8", "data.eval_batch_size=32"]
 
 
 class Items(Dataset):
@@ -145,16 +147,18 @@ def test_resume_auto_finds_last_ckpt_and_ckpt_path_wins(tmp_path: Path):
 
 
 # ------------------------------------------------------------------------ end to end
-def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(PROJECT_ROOT / "train.py"), *RUN, *extra, f"hydra.run.dir={run_dir}"]
+def _train_cmd(run_dir: Path, *extra: str, base: Sequence[str] = RUN) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "train.py"), *base, *extra, f"hydra.run.dir={run_dir}"]
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
-def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(_train_cmd(run_dir, *extra), capture_output=True, text=True, env=_env(), timeout=300)
+def _run(run_dir: Path, *extra: str, base: Sequence[str] = RUN) -> subprocess.CompletedProcess:
+    """``train.py`` with ``base`` and ``extra`` overrides in ``run_dir``; it must succeed."""
+    cmd = _train_cmd(run_dir, *extra, base=base)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -182,7 +186,8 @@ def _assert_same_run(a: Path, b: Path, steps: int = 2 * WINDOWS) -> None:
 
 
 def _kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 120) -> None:
-    """Run ``cmd`` and SIGKILL it as soon as ``ready()`` holds (fails if it ended before)."""
+    """Run ``cmd`` and SIGKILL it, with every process it started (DDP ranks), as soon as
+    ``ready()`` holds (fails if it ended before)."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True
     )
@@ -190,13 +195,13 @@ def _kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 120) 
         deadline = time.time() + timeout
         while proc.poll() is None and time.time() < deadline:
             if ready():
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is it and its children
                 break
             time.sleep(0.02)
         assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
     finally:
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
@@ -212,19 +217,32 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -
     return run_dir
 
 
-def test_sigkilled_run_resumes_mid_epoch_bit_exactly(uninterrupted: Path, tmp_path: Path):
+@pytest.fixture(scope="module")
+def uninterrupted_ddp(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted_ddp") / "run"
+    _run(run_dir, *DDP)
+    return run_dir
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sigkilled_run_resumes_mid_epoch_bit_exactly(ranks: int, request: pytest.FixtureRequest, tmp_path: Path):
+    """Also 2 DDP ranks (gloo on CPU): both processes killed, the same command goes on with each
+    rank's carried state (gathered into the checkpoint) and ends as the 2-rank run that never stopped."""
+    extra = DDP if ranks == 2 else []
+    whole: Path = request.getfixturevalue("uninterrupted_ddp" if ranks == 2 else "uninterrupted")
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    _kill_when(_train_cmd(run_dir), lambda: last.is_file() and _load(last)["global_step"] > WINDOWS + 5)  # epoch 1
+    _kill_when(_train_cmd(run_dir, *extra), lambda: last.is_file() and _load(last)["global_step"] > WINDOWS + 5)
     killed = _load(last)
     loader = killed["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert killed["epoch"] == 1 and loader["epoch"] == 1 and 0 < loader["position"] < WINDOWS  # mid-epoch
     assert killed["global_step"] == WINDOWS + loader["position"]
+    assert killed["carried_state"]["train"].shape[0] == ranks  # one carried state per rank
 
-    resumed = _run(run_dir)  # the same command again
+    resumed = _run(run_dir, *extra)  # the same command again
     assert "resuming from" in resumed.stdout and "last.ckpt (resume=auto" in resumed.stdout
     assert min(_steps(run_dir, 1)) > killed["global_step"]  # the step count went on, not from 0
-    _assert_same_run(uninterrupted, run_dir)
+    _assert_same_run(whole, run_dir)
 
 
 def test_run_resumed_at_an_epoch_end_matches_too(uninterrupted: Path, tmp_path: Path):

@@ -62,13 +62,23 @@ def test_segment_batches_pad_and_mask():
     assert first["history"].tolist() == [[0, 1], [0, 1]] and first["carry"] is False
 
 
+def test_segment_training_batches_are_shared_equally_between_ranks():
+    """DDP steps every rank together: a rank with one batch more would wait for the others forever."""
+    segs = [torch.arange(n + 2) for n in range(5)]  # 3 batches of 2
+
+    def counts(equal_share: bool) -> list[int]:
+        return [len(SegmentBatches(segs, 2, r, 2, equal_share=equal_share)) for r in range(2)]
+
+    assert counts(False) == [2, 1] and counts(True) == [1, 1]
+
+
 def test_fraction_is_a_seeded_ordered_subset():
     train = [f"segment {chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)]
 
     def subset(seed):
         dm = TextDataModule(ListCorpus(train), Vocab(), batch_size=2, fraction=0.05, fraction_seed=seed)
         dm.setup()
-        return dm.segments["train"]
+        return [dm.vocab.decode(s) for s in dm.segments["train"]]
 
     a, b, c = subset(0), subset(0), subset(1)
     assert a == b != c and len(a) == 10

@@ -12,7 +12,7 @@ from transformers.models.xlstm.modeling_xlstm import xLSTMCache
 from memsig.models import load_model
 from memsig.models.hf import HFCausalLM
 from memsig.probe.probes import RidgeProbe
-from memsig.report.build import describe_model
+from memsig.report.study import describe_model
 from memsig.states import StateBatch, StateSource
 from memsig.tasks.train import train
 from memsig.vocab import Vocab

@@ -1,5 +1,5 @@
-"""Comparing signature files (report.py a.npz b.npz) and the study report: distances on the lags both signatures have, named; no shared
-cell stops them before anything is written; a file that is not a signature is named as such."""
+"""Studies of signature files (report.py a.npz b.npz) and of a multirun: distances on the lags both signatures have,
+named; no shared cell stops them before anything is written; a file that is not a signature is named as such."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from memsig.probe.signature import Signature, SignatureError
+from memsig.report import Study, StudySettings, write_static
 from memsig.report.__main__ import main as report_main
-from memsig.report.compare import compare
-from memsig.report.study import write_static_report
 
 from report_helpers import make_signature, write_probe_run, write_sweep
 
@@ -32,14 +31,15 @@ def test_no_shared_cell_stops_compare_before_anything_is_written(tmp_path):
         r"2 shared symbols; probe both at common lags \(probe\.lags\) to compare them"
     )
     with pytest.raises(ValueError, match=message):
-        compare([a, b], out=tmp_path / "out", n_boot=20, formats=("png",))
+        write_static(Study.from_signatures([a, b], settings=StudySettings(n_boot=20)), tmp_path / "out", ("png",))
     assert not (tmp_path / "out").exists()
 
 
 def test_compare_names_the_lags_it_measured_on_and_those_left_out(tmp_path, capsys):
     a, b = toy(tmp_path / "a.npz", [1, 2, 3, 4], 0.8), toy(tmp_path / "b.npz", [2, 4, 8], 0.6)
-    distances = compare([a, b], out=tmp_path / "out", n_boot=20, formats=("png",))
-    assert distances["a", "b"][0] == pytest.approx(0.2)
+    study = Study.from_signatures([a, b], settings=StudySettings(n_boot=20))
+    write_static(study, tmp_path / "out", ("png",))
+    assert study.distances["a", "b"][0] == pytest.approx(0.2)
     (row,) = csv.DictReader((tmp_path / "out" / "distances.csv").open())
     assert (row["lags"], row["lags_left_out"]) == ("2 4", "1 3 8")
     assert "note: measured on the lags both have, [2, 4]; lags [1, 3, 8] are in only one and left out" in (
@@ -53,7 +53,7 @@ def test_no_shared_cell_stops_the_study_report_before_anything_is_written(tmp_pa
     late.lags = [lag + 100 for lag in late.lags]
     late.save(sweep / "1" / "signatures" / "main.npz")
     with pytest.raises(ValueError, match=r"share no \(lag, symbol\) cell: the first has lags \[1, 2, 3, 4, 5, 6\]"):
-        write_static_report(sweep, formats=("png",), n_boot=20)
+        write_static(Study.from_sweep(sweep, StudySettings(n_boot=20)), sweep / "report", ("png",))
     assert not (sweep / "report").exists()
 
 
@@ -85,7 +85,7 @@ def test_a_file_that_is_not_a_signature_is_named_with_what_it_lacks(tmp_path):
 def test_compare_and_report_name_a_file_that_is_not_a_signature(tmp_path, capsys):
     path, lacks = foreign_files(tmp_path / "files")["arrays"]
     with pytest.raises(SignatureError, match=rf"{path} is not a memsig signature file: {lacks}"):
-        compare([toy(tmp_path / "a.npz", [1]), path], out=tmp_path / "out", n_boot=20, formats=("png",))
+        Study.from_signatures([toy(tmp_path / "a.npz", [1]), path])
     run = write_probe_run(tmp_path / "root")
     (run / "signature.npz").write_bytes(path.read_bytes())
     assert report_main([str(run)]) == 2

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from memsig.probe.signature import Signature
-from memsig.report import write_report
+from memsig.report import StudySettings, write_report
 
 import system_deps
 from conftest import require_system
@@ -104,7 +104,7 @@ def test_probe_run_page_renders_every_figure(browser: str, tmp_path: Path) -> No
 
 def test_multirun_page_renders_every_figure(browser: str, tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path)
-    page = write_report(sweep, n_boot=20)
+    page = write_report(sweep, StudySettings(n_boot=20))
     ids = figure_ids(page)
     dom = run_browser(browser, page, tmp_path, "--dump-dom")
     assert dom.returncode == 0 and not console_errors(dom.stderr), dom.stderr[-2000:]

@@ -18,10 +18,9 @@ from memsig.plots import difference_map, signature_heatmap
 from memsig.plots.interactive import colorscale, gradient_decay, gradient_map, singular_spectra
 from memsig.plots.specs import DIFFERENCE_CMAP
 from memsig.probe.signature import Signature
-from memsig.report import ReportError, build_report, write_report
+from memsig.report import ReportError, Study, StudySettings, build_report, write_report, write_static
 from memsig.report.__main__ import main
 from memsig.report.page import figures_of
-from memsig.report.study import collect, distance_rows, named_signatures, write_static_report
 from memsig.resolvers import PROJECT_ROOT
 
 from report_helpers import LAGS, STATES, SYMBOLS, write_gradients, write_probe_run, write_sweep, write_train_run
@@ -158,7 +157,7 @@ def test_gradient_figures_need_only_the_interface() -> None:
 
 def test_multirun_page_has_models_side_by_side_differences_and_distances(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path)
-    page = write_report(sweep, n_boot=50).read_text()
+    page = write_report(sweep, StudySettings(n_boot=50)).read_text()
     assert refs_of(page).refs == []
     figures = figures_of(page)
     assert list(figures) == ["study/marginal", "study/side_by_side", "study/differences"]
@@ -166,23 +165,21 @@ def test_multirun_page_has_models_side_by_side_differences_and_distances(tmp_pat
     assert [t.name for t in side.data] == ["32", "64"]
     assert [a.text for a in side.layout.annotations] == ["32 — layer1.c", "64 — layer1.c"]
     assert figures["study/differences"].data[0].name == "32 − 64"
-    models = collect(sweep)
-    sigs = named_signatures(models)
-    (row,) = distance_rows(sigs, {n: s.real_states[0] for n, s in sigs.items()}, 50)
+    (row,) = Study.from_sweep(sweep, StudySettings(n_boot=50)).distance_rows()
     assert "Signature distances" in page
     assert (
-        f"<tr><td>32</td><td>64</td><td>{row['distance']}</td><td>{row['low']}</td><td>{row['high']}</td></tr>" in page
+        f"<tr><td>32</td><td>64</td><td>{row['distance']}</td><td>{row['low']}</td><td>{row['high']}</td>"
+        "<td>1 2 3 4 5 6</td><td></td></tr>" in page  # measured on every lag, none left out
     )
     assert "<th>model</th><th>params</th>" in page and "<td>12345</td>" in page
 
 
 def test_the_study_report_shares_the_collection_and_distances(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path)
-    write_static_report(sweep, formats=("png",), n_boot=50)
+    write_static(Study.from_sweep(sweep, StudySettings(n_boot=50)), sweep / "report", ("png",))
     table = (sweep / "report" / "distances.csv").read_text().splitlines()
-    sigs = named_signatures(collect(sweep))
-    (row,) = distance_rows(sigs, {n: s.real_states[0] for n, s in sigs.items()}, 50)
-    assert table[1] == f"32,64,{row['distance']},{row['low']},{row['high']}"
+    (row,) = Study.from_sweep(sweep, StudySettings(n_boot=50)).distance_rows()
+    assert table[1] == f"32,64,{row['distance']},{row['low']},{row['high']},1 2 3 4 5 6,"
 
 
 def test_the_study_callback_gives_its_settings_to_the_interactive_page(tmp_path: Path) -> None:

@@ -18,13 +18,14 @@ import logging
 import re
 import tarfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from memsig.data.io import CorpusError, ensure_file, read_text
+from memsig.data.io import CorpusError, ensure_file, file_hashes, iter_lines
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -47,13 +48,39 @@ class Splits:
 
 
 class Corpus(ABC):
-    """A source of segmented text with its train/dev/test split."""
+    """A source of segmented text with its train/dev/test split.
+
+    A corpus gives its splits whole (:meth:`load`) or as a stream of segments (:meth:`stream`),
+    which is how :mod:`memsig.data.symbols` encodes a corpus larger than memory. Corpora read
+    from files name them in :meth:`cache_key`, so their encoded symbols are cached on disk.
+    """
 
     name: str = "corpus"
 
     @abstractmethod
     def load(self) -> Splits:
         """Read the corpus and return its splits."""
+
+    def stream(self) -> Iterator[tuple[int, str]]:
+        """``(split, segment)`` for every raw segment (split 0 train, 1 dev, 2 test), each split's
+        in corpus order. This default reads :meth:`load`; corpora read from files stream them."""
+        splits = self.load()
+        for i, split in enumerate(SPLITS):
+            for segment in splits[split]:
+                yield i, segment
+
+    def cache_key(self) -> dict[str, Any] | None:
+        """Everything the segments depend on (the files' sha256 and the settings), or None when
+        the corpus is not read from files (its symbols are then encoded in memory, not cached)."""
+        return None
+
+
+def collect(stream: Iterable[tuple[int, str]]) -> Splits:
+    """The :class:`Splits` of a :meth:`Corpus.stream`."""
+    out: list[list[str]] = [[], [], []]
+    for split, segment in stream:
+        out[split].append(segment)
+    return Splits(*out)
 
 
 def lines_of(text: str) -> list[str]:
@@ -69,7 +96,55 @@ def split_segments(
     block: int = 100,
     seed: int = 0,
 ) -> Splits:
-    """Split segments deterministically into train/dev/test.
+    """Split segments deterministically into train/dev/test (see :func:`plan_split`)."""
+    lengths = np.fromiter(map(len, segments), dtype=np.int64, count=len(segments))
+    return collect(plan_split(lengths, dev, test, method, block, seed).apply(segments))
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Where every segment of a corpus goes, decided from the segments' lengths alone.
+
+    Attributes:
+        owners: ``[n]`` int8 the split of each segment (0 train, 1 dev, 2 test), or None when
+            the text is split by characters.
+        runs: with ``owners`` None, ``(end, split)``: the characters of the concatenated segments
+            before ``end`` (and after the previous run's) go to ``split``.
+    """
+
+    owners: np.ndarray | None
+    runs: list[tuple[int, int]]
+
+    def apply(self, segments: Iterable[str]) -> Iterator[tuple[int, str]]:
+        """``(split, segment)`` of the (raw) ``segments`` the plan was made for, in order. Split by
+        characters, a segment is divided where its characters change split; the pieces are
+        stripped, and empty ones dropped."""
+        if self.owners is not None:
+            yield from zip(self.owners.tolist(), segments)
+            return
+        r, offset = 0, 0  # the current run; characters before the current segment
+        for seg in segments:
+            start = 0
+            while start < len(seg):
+                end, owner = self.runs[r]
+                stop = min(len(seg), end - offset)
+                if piece := seg[start:stop].strip():
+                    yield owner, piece
+                start = stop
+                if offset + stop == end and r + 1 < len(self.runs):
+                    r += 1
+            offset += len(seg)
+
+
+def plan_split(
+    lengths: np.ndarray,
+    dev: float = 0.05,
+    test: float = 0.05,
+    method: Literal["tail", "blocks"] = "tail",
+    block: int = 100,
+    seed: int = 0,
+) -> SplitPlan:
+    """The deterministic train/dev/test split of segments of ``lengths`` ``[n]`` characters.
 
     ``tail``: train is the first ``1 - dev - test`` share, then dev, then test (the usual
     split of continuous text such as tiny-shakespeare). ``blocks``: consecutive runs of
@@ -88,21 +163,16 @@ def split_segments(
     if method not in ("tail", "blocks"):
         raise ValueError(f"unknown split method {method!r}; expected tail or blocks")
     shares = (1 - dev - test, dev, test)
-    n = len(segments)
+    n = len(lengths)
     if method == "tail":
         n_dev, n_test = round(n * dev), round(n * test)
-        n_train = n - n_dev - n_test
-        splits = Splits(segments[:n_train], segments[n_train : n_train + n_dev], segments[n_train + n_dev :])
+        owners = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n - n_dev - n_test, n_dev, n_test])
     else:
-        which = _assign_blocks(-(-n // block), dev, test, seed)
-        out: list[list[str]] = [[], [], []]
-        for b, split in enumerate(which):
-            out[split].extend(segments[b * block : (b + 1) * block])
-        splits = Splits(*out)
-    chars = [sum(map(len, splits[s])) for s in SPLITS]
+        owners = np.repeat(_assign_blocks(-(-n // block), dev, test, seed), block)[:n]
+    chars = [int(c) for c in np.bincount(owners, weights=lengths, minlength=3)]
     total = sum(chars)
     if all(abs(c - share * total) <= SHARE_TOLERANCE * share * total for c, share in zip(chars, shares)):
-        return splits
+        return SplitPlan(owners, [])
     log.info(
         "%d segments give train/dev/test %s of the characters, not %s: splitting by characters",
         n,
@@ -111,9 +181,9 @@ def split_segments(
     )
     if method == "tail":
         cuts = [0, round(total * shares[0]), round(total * (shares[0] + dev)), total]
-        return _cut(segments, cuts, [0, 1, 2])
+        return SplitPlan(None, _runs(cuts, [0, 1, 2]))
     cuts = [round(total * i / CHAR_BLOCKS) for i in range(CHAR_BLOCKS + 1)]
-    return _cut(segments, cuts, _assign_blocks(CHAR_BLOCKS, dev, test, seed).tolist())
+    return SplitPlan(None, _runs(cuts, _assign_blocks(CHAR_BLOCKS, dev, test, seed).tolist()))
 
 
 def _assign_blocks(n_blocks: int, dev: float, test: float, seed: int) -> np.ndarray:
@@ -126,30 +196,16 @@ def _assign_blocks(n_blocks: int, dev: float, test: float, seed: int) -> np.ndar
     return which
 
 
-def _cut(segments: list[str], cuts: list[int], owners: list[int]) -> Splits:
-    """The segments split by character: characters ``cuts[k]`` to ``cuts[k + 1]`` of their
-    concatenation go to split ``owners[k]`` (0 train, 1 dev, 2 test). A segment is divided
-    where its characters change split; the pieces are stripped, and empty ones dropped."""
-    runs: list[tuple[int, int]] = []  # (end, owner), adjacent runs of one owner merged
+def _runs(cuts: list[int], owners: list[int]) -> list[tuple[int, int]]:
+    """``(end, owner)`` of characters ``cuts[k]`` to ``cuts[k + 1]`` going to ``owners[k]``, adjacent
+    runs of one owner merged and empty ones dropped."""
+    runs: list[tuple[int, int]] = []
     for end, owner in zip(cuts[1:], owners):
         if runs and runs[-1][1] == owner:
             runs[-1] = (end, owner)
         elif end > (runs[-1][0] if runs else 0):
             runs.append((end, owner))
-    out: list[list[str]] = [[], [], []]
-    r, offset = 0, 0  # the current run; characters before the current segment
-    for seg in segments:
-        start = 0
-        while start < len(seg):
-            end, owner = runs[r]
-            stop = min(len(seg), end - offset)
-            if piece := seg[start:stop].strip():
-                out[owner].append(piece)
-            start = stop
-            if offset + stop == end and r + 1 < len(runs):
-                r += 1
-        offset += len(seg)
-    return Splits(*out)
+    return runs
 
 
 class TextCorpus(Corpus):
@@ -158,7 +214,7 @@ class TextCorpus(Corpus):
     Args:
         path: a UTF-8 text file or a folder of them.
         url, sha256: where to fetch ``path`` when it is missing (single file only).
-        dev, test, method, block, seed: see :func:`split_segments`.
+        dev, test, method, block, seed: see :func:`plan_split`.
         pattern: file glob inside a folder.
     """
 
@@ -188,11 +244,22 @@ class TextCorpus(Corpus):
             return found
         return [ensure_file(self.path, self.url, self.sha256)]
 
-    def load(self) -> Splits:
-        segments: list[str] = []
+    def segments(self) -> Iterator[str]:
+        """The raw segments (non-blank lines, stripped) of every file in turn, streamed."""
         for f in self.files():
-            segments.extend(lines_of(read_text(f)))
-        return split_segments(segments, **self.split_args)
+            yield from iter_lines(f)
+
+    def load(self) -> Splits:
+        return collect(self.stream())
+
+    def stream(self) -> Iterator[tuple[int, str]]:
+        """The segments with their split, reading the files twice (once for the lengths the
+        split is decided on) so that the text is never held whole."""
+        lengths = np.fromiter(map(len, self.segments()), dtype=np.int64)
+        yield from plan_split(lengths, **self.split_args).apply(self.segments())
+
+    def cache_key(self) -> dict[str, Any]:
+        return {"corpus": type(self).__name__, "files": file_hashes(self.files()), **self.split_args}
 
 
 class ShakespeareWorks(TextCorpus):
@@ -206,8 +273,9 @@ class ShakespeareWorks(TextCorpus):
         super().__init__(path, method=method, pattern="*_gut.txt", **kwargs)
         self.name = "shakespeare_complete"
 
-    def load(self) -> Splits:
-        archive = ensure_file(self.path, self.url, self.sha256)
+    def segments(self) -> Iterator[str]:
+        """The raw segments (non-blank lines, stripped) of the works in turn, one work in memory at a time."""
+        (archive,) = self.files()
         try:
             with tarfile.open(archive, "r:*") as tar:
                 members = sorted(
@@ -216,14 +284,11 @@ class ShakespeareWorks(TextCorpus):
                 )
                 if not members:
                     raise CorpusError(f"archive {archive} has no files matching {self.pattern!r}")
-                segments: list[str] = []
                 for m in members:
                     raw = tar.extractfile(m).read()  # type: ignore[union-attr]
-                    text = _decode(raw, f"{archive}:{m.name}")
-                    segments.extend(lines_of(text))
+                    yield from lines_of(_decode(raw, f"{archive}:{m.name}"))
         except tarfile.TarError as err:
             raise CorpusError(f"archive {archive} cannot be read ({err}); re-obtain it (see data README)") from None
-        return split_segments(segments, **self.split_args)
 
 
 def _decode(raw: bytes, where: str) -> str:
@@ -280,9 +345,18 @@ class PTBCorpus(Corpus):
         tokens = [self.number if t == "N" else self.unk if t == "<unk>" else t for t in line.split()]
         return reattach_ptb_clitics(" ".join(t for t in tokens if t))
 
+    def files(self) -> list[Path]:
+        """The train, dev and test files."""
+        return [ensure_file(self.root / f, self.urls.get(s), self.sha256.get(s)) for s, f in self.FILES.items()]
+
     def load(self) -> Splits:
-        out = {}
-        for split, fname in self.FILES.items():
-            path = ensure_file(self.root / fname, self.urls.get(split), self.sha256.get(split))
-            out[split] = [s for s in (self.normalize_line(x) for x in lines_of(read_text(path))) if s]
-        return Splits(**out)
+        return collect(self.stream())
+
+    def stream(self) -> Iterator[tuple[int, str]]:
+        for split, path in enumerate(self.files()):
+            for line in iter_lines(path):
+                if sentence := self.normalize_line(line):
+                    yield split, sentence
+
+    def cache_key(self) -> dict[str, Any]:
+        return {"corpus": "PTBCorpus", "files": file_hashes(self.files()), "unk": self.unk, "number": self.number}

@@ -6,8 +6,11 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,32 @@ def read_text(path: str | Path, what: str = "corpus file") -> str:
         ) from None
 
 
+def iter_lines(path: str | Path, what: str = "corpus file") -> Iterator[str]:
+    """The non-blank lines of the UTF-8 text file ``path``, stripped, read as a stream: the lines of
+    :func:`read_text` split as ``str.splitlines`` does, and its errors for a file that is not text."""
+    path = Path(path)
+    if not path.is_file():
+        read_text(path, what)  # raises the error that names the problem
+    found = False
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                for part in line.splitlines():
+                    if stripped := part.strip():
+                        found = True
+                        yield stripped
+    except UnicodeDecodeError:
+        read_text(path, what)
+        raise
+    if not found:
+        read_text(path, what)  # an empty file is an error
+
+
+def file_hashes(paths: list[Path]) -> dict[str, str]:
+    """``{file name: sha256}`` of ``paths`` (a cache key of what they hold)."""
+    return {p.name: sha256_of(p) for p in paths}
+
+
 def matched_lines(path: str | Path, pattern: re.Pattern[str], what: str, expected: str) -> list[re.Match[str]]:
     """The match of ``pattern`` on every non-blank (stripped) line of the text file ``path``; a
     :class:`CorpusError` naming the file, the line and the ``expected`` form on a line that does
@@ -78,11 +107,15 @@ def matched_lines(path: str | Path, pattern: re.Pattern[str], what: str, expecte
     return out
 
 
-def _file_mode() -> int:
-    """The mode ``open()`` gives a new file: 0o666 less the process umask."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask."""
+    return 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -101,6 +134,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; renamed to ``path`` when the block ends without an
+    error, removed when it raises (``path`` is never half-written). When another process created
+    ``path`` meanwhile, its folder is kept and this one removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is owner-only
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not path.is_dir():
+            raise
 
 
 def ensure_file(path: str | Path, url: str | None = None, sha256: str | None = None, timeout: float = 60.0) -> Path:

@@ -28,8 +28,9 @@ symbol, K = V, with ``statistic=unigram``). :class:`InputStatistics` turns text 
       a model trained with another scope on a new corpus, or train on several.
 
 ``segment`` and ``cluster`` need ``data.regime=segment``; ``domain`` works in either regime.
-Memory: per split one flat array of statistic ids and offsets; λ is computed per batch
-and chunks of segments are streamed for the moments and the k-means.
+Memory: a split's statistics are read from its symbol ids (memory-mapped, see
+:mod:`memsig.data.symbols`) when they are needed: λ is computed per batch, and chunks of
+segments are streamed for the totals, the moments and the k-means.
 """
 
 from __future__ import annotations
@@ -42,29 +43,51 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from memsig.data.symbols import SplitIds
+
 Statistic = Literal["bigram", "unigram"]
 Scope = Literal["segment", "cluster", "domain"]
 Context = Literal["previous", "self"]
 CHUNK = 2048  # segments per chunk when streaming a split's frequencies
+CHUNK_STATISTICS = 1 << 22  # statistics per chunk when counting a whole split
 
 
 @dataclass
 class SplitCounts:
-    """A split's statistic ids, segment by segment, and how λ reads them.
+    """A split's statistics, segment by segment, read from its symbol ids, and how λ reads them.
+
+    Segment ``i`` has statistics ``offsets[i]`` to ``offsets[i + 1]`` of the split (in order);
+    its ``j``-th is the symbol at ``starts[i] + j`` (``unigram``) or the pair of symbols there and
+    after (``bigram``, id ``a·V + b``).
 
     Attributes:
-        flat: ``[M]`` int32 statistic ids of all segments, in order.
-        offsets: ``[N + 1]`` segment ``i`` owns ``flat[offsets[i]:offsets[i + 1]]``.
-        dim: K.
-        smoothing, window, context: as :class:`InputStatistics`.
+        symbols: ``[N]`` the split's symbol ids (uint8, memory-mapped when cached).
+        starts: ``[n]`` long where each segment starts in ``symbols``.
+        offsets: ``[n + 1]`` long cumulative statistics per segment.
+        vocab_size: V.
+        statistic, smoothing, window, context: as :class:`InputStatistics`.
     """
 
-    flat: Tensor
+    symbols: Tensor
+    starts: Tensor
     offsets: Tensor
-    dim: int
+    vocab_size: int
+    statistic: Statistic
     smoothing: float
     window: int
     context: Context
+
+    @property
+    def dim(self) -> int:
+        """K."""
+        return self.vocab_size**2 if self.statistic == "bigram" else self.vocab_size
+
+    def ids(self, q: Tensor) -> Tensor:
+        """``[m]`` long the statistic ids at the positions ``q`` ``[m]`` of the split's statistics."""
+        segment = torch.searchsorted(self.offsets, q, right=True) - 1
+        at = self.starts[segment] + q - self.offsets[segment]
+        first = self.symbols[at].long()
+        return first * self.vocab_size + self.symbols[at + 1].long() if self.statistic == "bigram" else first
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -88,7 +111,7 @@ class SplitCounts:
         row = torch.repeat_interleave(torch.arange(len(index)), lengths)
         pos = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
         counts = torch.zeros(len(index), self.dim)
-        counts.index_put_((row, self.flat[lo[row] + pos].long()), torch.ones(len(row)), accumulate=True)
+        counts.index_put_((row, self.ids(lo[row] + pos)), torch.ones(len(row)), accumulate=True)
         return counts
 
     def chunks(self, size: int = CHUNK) -> Iterator[Tensor]:
@@ -98,7 +121,11 @@ class SplitCounts:
 
     def total(self) -> Tensor:
         """``[K]`` the smoothed frequencies of the whole split (the ``domain`` λ)."""
-        counts = torch.bincount(self.flat.long(), minlength=self.dim).float() + self.smoothing
+        counts = torch.zeros(self.dim, dtype=torch.long)
+        for a in range(0, int(self.offsets[-1]), CHUNK_STATISTICS):
+            q = torch.arange(a, min(a + CHUNK_STATISTICS, int(self.offsets[-1])))
+            counts += torch.bincount(self.ids(q), minlength=self.dim)
+        counts = counts.float() + self.smoothing
         return counts / counts.sum()
 
 
@@ -154,13 +181,24 @@ class InputStatistics:
         """K, the number of statistics (= bases of the factorized kernel)."""
         return vocab_size**2 if self.statistic == "bigram" else vocab_size
 
-    def count(self, segments: list[Tensor], vocab_size: int) -> SplitCounts:
-        """The :class:`SplitCounts` of a split's encoded segments (``[n_i]`` id tensors)."""
-        ids = [s.long()[:-1] * vocab_size + s.long()[1:] if self.statistic == "bigram" else s.long() for s in segments]
-        lengths = torch.tensor([len(i) for i in ids], dtype=torch.long)
+    def count(self, segments: SplitIds | list[Tensor], vocab_size: int) -> SplitCounts:
+        """The :class:`SplitCounts` of a split's segments (:class:`~memsig.data.symbols.SplitIds`, or
+        ``[n_i]`` id tensors)."""
+        segments = segments if isinstance(segments, SplitIds) else SplitIds.of(segments)
+        lengths = torch.from_numpy(segments.lengths)
+        if self.statistic == "bigram":
+            lengths = (lengths - 1).clamp(min=0)
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        flat = torch.cat(ids).int() if ids else torch.zeros(0, dtype=torch.int32)
-        return SplitCounts(flat, offsets, self.dim(vocab_size), self.smoothing, self.window, self.context)
+        return SplitCounts(
+            torch.from_numpy(segments.ids),
+            torch.from_numpy(segments.starts),
+            offsets,
+            vocab_size,
+            self.statistic,
+            self.smoothing,
+            self.window,
+            self.context,
+        )
 
     def kmeans(self, counts: SplitCounts) -> tuple[Tensor, Tensor, Tensor]:
         """``(centres [M, K], mean [K], std [K])``: k-means of the standardised frequencies of ``counts``.

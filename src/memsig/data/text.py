@@ -24,6 +24,10 @@ Every batch is a dict::
     segment_ids [B] long   (segment regime) each row's segment, its index in the split
     lam      [K] or [B, K] (with ``lambdas``) input statistics for the factorized LM
 
+The text is normalised and encoded once into memory-mapped symbol ids (:mod:`memsig.data.symbols`,
+cached under ``cache_dir``); splits, segments, windows and λ statistics are views and offsets into
+them, so a corpus larger than memory trains with flat memory.
+
 The training loader is a :class:`~memsig.data.loader.ResumableLoader`: checkpoints record how far into the
 epoch training got, so a run resumed from a mid-epoch ``last.ckpt`` goes on with the next
 window (the model saves the state it carries, see ``CharLM.on_save_checkpoint``).
@@ -42,10 +46,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from memsig.data.corpora import Corpus, Splits
+from memsig.data.corpora import Corpus
 from memsig.data.io import CorpusError
 from memsig.data.lambdas import InputStatistics, LambdaBatches, SplitCounts, moments
 from memsig.data.loader import ResumableTraining
+from memsig.data.symbols import SplitIds, encode_corpus
 from memsig.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,9 @@ OUTSIDE_WARN = 0.05  # share of a corpus's characters outside the symbol set abo
 
 class StreamBatches(Dataset):
     """Consecutive ``[B, T]`` windows over ``B`` parallel streams of one id sequence.
+
+    The streams are views of ``ids`` (a memory-mapped split stays on disk); each window is
+    widened to long when it is read.
 
     Args:
         ids: ``[N]`` symbol ids of the whole split.
@@ -72,7 +80,7 @@ class StreamBatches(Dataset):
                 f"a split of {len(ids)} symbols is too short for {rows} streams; lower data.batch_size or use more text"
             )
         streams = ids[: length * rows].view(rows, length)
-        self.streams = streams[rank * batch_size : (rank + 1) * batch_size].long()
+        self.streams = streams[rank * batch_size : (rank + 1) * batch_size]
         self.seq_len = seq_len
         self.n_windows = math.ceil((length - 1) / seq_len)
 
@@ -82,11 +90,11 @@ class StreamBatches(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         start = i * self.seq_len
         stop = min(start + self.seq_len, self.streams.shape[1] - 1)
-        inputs = self.streams[:, start:stop]
+        inputs = self.streams[:, start:stop].long()
         b, t = inputs.shape
         return {
             "inputs": inputs,
-            "targets": self.streams[:, start + 1 : stop + 1],
+            "targets": self.streams[:, start + 1 : stop + 1].long(),
             "mask": torch.ones(b, t, dtype=torch.bool),
             "history": torch.arange(start, stop).expand(b, t),
             "carry": i > 0,
@@ -96,37 +104,42 @@ class StreamBatches(Dataset):
 class SegmentBatches(Dataset):
     """Length-bucketed batches of whole segments, padded; the state resets per segment.
 
-    Items also hold ``segment_ids`` ``[B]``: each row's segment (its index in the split).
+    Items also hold ``segment_ids`` ``[B]``: each row's segment (its index in ``segments``).
 
     Args:
-        segments: id tensors ``[n_i]`` (segments shorter than 2 symbols are skipped).
+        segments: the split's segments (:class:`~memsig.data.symbols.SplitIds`, or id tensors
+            ``[n_i]``); segments shorter than 2 symbols are skipped.
         batch_size: segments per batch.
         rank, world_size: this process keeps every ``world_size``-th batch.
-        ids: the split index of each of ``segments`` (default 0, 1, …).
+        ids: which of ``segments`` to batch, ascending (default: all).
+        equal_share: first drop the last batches so every rank gets as many (training).
     """
 
     def __init__(
         self,
-        segments: list[torch.Tensor],
+        segments: SplitIds | list[torch.Tensor],
         batch_size: int,
         rank: int = 0,
         world_size: int = 1,
         ids: list[int] | None = None,
+        equal_share: bool = False,
     ) -> None:
-        ids = list(range(len(segments))) if ids is None else ids
-        kept = [i for i, s in enumerate(segments) if len(s) >= 2]
-        segs = [segments[i].long() for i in kept]
-        order = sorted(range(len(segs)), key=lambda i: (len(segs[i]), i))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        self.segs = segs
-        self.origin = torch.tensor([ids[i] for i in kept], dtype=torch.long)
-        self.batches = batches[rank::world_size]
+        self.segments = segments if isinstance(segments, SplitIds) else SplitIds.of(segments)
+        chosen = np.arange(len(self.segments)) if ids is None else np.asarray(ids, dtype=np.int64)
+        kept = chosen[self.segments.lengths[chosen] >= 2]
+        self.order = kept[np.argsort(self.segments.lengths[kept], kind="stable")]  # by length, then position
+        firsts = range(0, len(self.order), batch_size)
+        if equal_share:
+            firsts = firsts[: len(firsts) - len(firsts) % world_size]
+        self.firsts = firsts[rank::world_size]
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.firsts)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        chosen = [self.segs[j] for j in self.batches[i]]
+        index = self.order[self.firsts[i] : self.firsts[i] + self.batch_size]
+        chosen = [self.segments[j].long() for j in index.tolist()]
         t = max(len(s) for s in chosen) - 1
         inputs = torch.zeros(len(chosen), t, dtype=torch.long)
         targets = torch.zeros_like(inputs)
@@ -142,7 +155,7 @@ class SegmentBatches(Dataset):
             "mask": mask,
             "history": history,
             "carry": False,
-            "segment_ids": self.origin[self.batches[i]],
+            "segment_ids": torch.from_numpy(index.copy()),
         }
 
 
@@ -169,6 +182,8 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
             and smoke runs).
         lambdas: input statistics added to every batch as ``lam`` for the factorized LM
             (:mod:`memsig.data.lambdas`); None: none.
+        cache_dir: where the encoded corpus is cached (:mod:`memsig.data.symbols`); None: encoded
+            in memory at every setup.
     """
 
     def __init__(
@@ -184,6 +199,7 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
         fraction_seed: int = 0,
         max_chars: int | None = None,
         lambdas: InputStatistics | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
@@ -208,58 +224,51 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.regime, self.separator = regime, separator
         self.fraction, self.fraction_seed, self.max_chars = fraction, fraction_seed, max_chars
-        self.lambdas = lambdas
+        self.lambdas, self.cache_dir = lambdas, cache_dir
         self._counts: dict[str, SplitCounts] = {}
         self._clusters: tuple[Tensor, Tensor, Tensor] | None = None
         self._groups: dict[str, Tensor] = {}
-        self._encoded_segments: dict[str, list[Tensor]] = {}
-        self.segments: dict[str, list[str]] | None = None
+        self.segments: dict[str, SplitIds] | None = None
 
     # ------------------------------------------------------------------ preparing
     def setup(self, stage: str | None = None) -> None:
         if self.segments is not None:
             return
-        splits: Splits = self.corpus.load()
+        encoded = encode_corpus(self.corpus, self.vocab, self.separator, self.cache_dir)
         for split in SPLITS:
-            if not splits[split]:
+            if not encoded.raw_segments[split]:
                 raise CorpusError(
                     f"the {split} split of corpus {self.corpus.name!r} is empty: the corpus gives train/dev/test "
-                    f"{'/'.join(str(len(splits[s])) for s in SPLITS)} segments, "
-                    f"{'/'.join(str(sum(map(len, splits[s]))) for s in SPLITS)} characters. Give the {split} split "
+                    f"{'/'.join(str(encoded.raw_segments[s]) for s in SPLITS)} segments, "
+                    f"{'/'.join(str(encoded.raw_chars[s]) for s in SPLITS)} characters. Give the {split} split "
                     "a share of the text (data=text: data.corpus.dev and data.corpus.test) or use a corpus with "
                     "more text."
                 )
-        self._report_outside(splits)
+        self._report_outside(encoded.outside, sum(encoded.raw_chars.values()))
         segments = {}
         for split in SPLITS:
-            normed = [s for s in (self.vocab.normalize(x) for x in splits[split]) if s]
+            kept = encoded.splits[split]
             if split == "train" and self.fraction < 1:
-                normed = self._subset(normed)
+                kept = kept.take(self._subset(len(kept)), self.vocab.encode(self.separator).numpy())
             if self.max_chars is not None:
-                normed = _first_chars(normed, self.max_chars)
-            if not normed:
+                kept = kept.head(_first_chars(kept.lengths, self.max_chars))
+            if not len(kept):
                 raise CorpusError(
                     f"the {split} split of corpus {self.corpus.name!r} has no text after normalisation; "
                     "check the corpus files and the vocab settings"
                 )
-            segments[split] = normed
+            segments[split] = kept
         self.segments = segments
         log.info(
             "corpus %s: %s segments, %s symbols (train/dev/test)",
             self.corpus.name,
             "/".join(str(len(segments[s])) for s in SPLITS),
-            "/".join(str(sum(map(len, segments[s]))) for s in SPLITS),
+            "/".join(str(segments[s].symbols()) for s in SPLITS),
         )
 
-    def _report_outside(self, splits: Splits) -> None:
-        """Log the characters the vocab leaves out (``vocab.oov``): a warning when they are more
-        than ``OUTSIDE_WARN`` of the text, else an info line."""
-        outside: Counter[str] = Counter()
-        total = 0
-        for split in SPLITS:
-            text = "".join(splits[split])
-            outside.update(self.vocab.outside(text))
-            total += len(text)
+    def _report_outside(self, outside: Counter[str], total: int) -> None:
+        """Log the ``outside`` characters of the ``total`` that the vocab leaves out (``vocab.oov``):
+        a warning when they are more than ``OUTSIDE_WARN`` of the text, else an info line."""
         n = sum(outside.values())
         if not n:
             return
@@ -277,39 +286,35 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
         else:
             log.info(message)
 
-    def _subset(self, segments: list[str]) -> list[str]:
-        n = max(1, round(len(segments) * self.fraction))
-        keep = np.sort(np.random.default_rng(self.fraction_seed).choice(len(segments), n, replace=False))
-        return [segments[i] for i in keep]
+    def _subset(self, n_segments: int) -> np.ndarray:
+        """``[k]`` the training segments kept by ``fraction`` (ascending)."""
+        n = max(1, round(n_segments * self.fraction))
+        return np.sort(np.random.default_rng(self.fraction_seed).choice(n_segments, n, replace=False))
 
     def ids(self, split: str) -> torch.Tensor:
-        """All symbols of a split as one stream ``[N]`` (segments joined by the separator)."""
+        """All symbols of a split as one stream ``[N]`` uint8 (segments joined by the separator; a view
+        of the memory-mapped cache)."""
         self.setup()
-        return self.vocab.encode(self.separator.join(self.segments[split]))  # type: ignore[index]
+        return torch.from_numpy(self.segments[split].ids)  # type: ignore[index]
 
     def dataset(self, split: str, batch_size: int | None = None) -> Dataset:
         """The batches of a split in this module's regime, for this process's rank."""
         self.setup()
         bs = batch_size or (self.batch_size if split == "train" else self.eval_batch_size)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        equal_share = split == "train"  # DDP steps every rank together
         if self.regime == "stream":
             base: Dataset = StreamBatches(self.ids(split), bs, self.seq_len, rank, world)
         elif self.lambdas is not None and self.lambdas.scope == "cluster":  # one group per batch
-            segs, group = self._encoded(split), self.lambda_groups(split)
+            segs, group = self.segments[split], self.lambda_groups(split)  # type: ignore[index]
             members = [torch.nonzero(group == g).squeeze(1).tolist() for g in range(int(group.max()) + 1)]
-            base = ConcatDataset([SegmentBatches([segs[i] for i in m], bs, rank, world, m) for m in members if m])
+            base = ConcatDataset([SegmentBatches(segs, bs, rank, world, m, equal_share) for m in members if m])
         else:
-            base = SegmentBatches(self._encoded(split), bs, rank, world)
+            base = SegmentBatches(self.segments[split], bs, rank, world, equal_share=equal_share)  # type: ignore[index]
         if self.lambdas is None:
             return base
         domain = self.lambda_counts("train").total() if self.lambdas.scope == "domain" else None
         return LambdaBatches(base, self.lambda_counts(split), self.lambdas.scope, domain)
-
-    def _encoded(self, split: str) -> list[Tensor]:
-        """The split's segments as id tensors (encoded once)."""
-        if split not in self._encoded_segments:
-            self._encoded_segments[split] = [self.vocab.encode(s) for s in self.segments[split]]  # type: ignore[index]
-        return self._encoded_segments[split]
 
     # ------------------------------------------------------------- factorized LM λ
     def lambda_counts(self, split: str) -> SplitCounts:
@@ -318,7 +323,7 @@ class TextDataModule(ResumableTraining, L.LightningDataModule):
             raise ValueError("this data config has no lambdas: add data/lambdas=bigram (the factorized LM needs λ)")
         if split not in self._counts:
             self.setup()
-            self._counts[split] = self.lambdas.count(self._encoded(split), len(self.vocab))
+            self._counts[split] = self.lambdas.count(self.segments[split], len(self.vocab))  # type: ignore[index]
         return self._counts[split]
 
     def lambda_moments(self) -> tuple[Tensor, Tensor]:
@@ -347,11 +352,8 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _first_chars(segments: list[str], max_chars: int) -> list[str]:
-    out, total = [], 0
-    for s in segments:
-        if total >= max_chars:
-            break
-        out.append(s)
-        total += len(s) + 1
-    return out
+def _first_chars(lengths: np.ndarray, max_chars: int) -> int:
+    """How many of the segments of ``lengths`` ``[n]`` are kept by ``max_chars``: segments are added
+    while fewer than ``max_chars`` symbols (each counted with one separator) came before."""
+    before = np.cumsum(lengths + 1) - lengths - 1
+    return int(np.searchsorted(before, max_chars, side="left"))

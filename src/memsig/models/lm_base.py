@@ -109,17 +109,29 @@ class LMBase(L.LightningModule):
         return losses[batch["mask"].flatten()]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self._token_losses(batch, "train").mean()
-        why = divergence(loss, len(self.vocab))
-        if why or not torch.isfinite(loss):
+        losses = self._token_losses(batch, "train")
+        loss = losses.mean()
+        overall = self._over_ranks(losses.detach())
+        why = divergence(overall, len(self.vocab))
+        if why or not torch.isfinite(overall):  # every rank sees the same value, so all of them stop
             raise FloatingPointError(
-                f"training loss is {loss.item():.4g} at step {self.global_step}{why or ''}: "
+                f"training loss is {overall.item():.4g} at step {self.global_step}{why or ''}: "
                 "lower model.lr, set trainer.gradient_clip_val, or resume from the last good checkpoint (ckpt_path=...)"
             )
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/bpc", loss * LOG2E)
+        self.log("train/loss", overall, prog_bar=True)
+        self.log("train/bpc", overall * LOG2E)
         self.log("train/skipped_steps", float(self.skipped_steps))
         return loss
+
+    def _over_ranks(self, losses: Tensor) -> Tensor:
+        """The mean of the token losses ``[N]`` of this step over every rank's positions (under DDP
+        a rank holds only its own streams); the same value on every rank. Called outside a trainer (a
+        step run by hand), this process's positions are all there are."""
+        if self._trainer is None:
+            return losses.mean()
+        total = torch.stack([losses.sum(), losses.new_tensor(losses.numel())])
+        total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        return total[0] / total[1]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip a step whose gradients overflowed although its loss is finite (back-propagation
@@ -152,12 +164,12 @@ class LMBase(L.LightningModule):
         self.test_loss.update(self._token_losses(batch, "test"))
 
     def _log_eval(self, stage: str, metric: MeanMetric) -> None:
-        loss = metric.compute()
+        loss = metric.compute()  # over every rank's positions: torchmetrics reduces across ranks here
         metric.reset()
         self.log_dict(
             {f"{stage}/loss": loss, f"{stage}/bpc": loss * LOG2E, f"{stage}/ppl": loss.exp()},
             prog_bar=True,
-            sync_dist=False,
+            sync_dist=False,  # already global (Lightning's advice to sync would average equal values)
         )
 
     def on_validation_epoch_end(self) -> None:

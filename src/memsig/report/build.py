@@ -1,9 +1,9 @@
-"""The content of a report page: what is shown for a probe run, a train run and a multirun."""
+"""The content of a report page: what is shown for a probe run, a train run and a study (a multirun or
+signature files, :class:`~memsig.report.study.Study`)."""
 
 from __future__ import annotations
 
 import html
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +19,10 @@ from memsig.plots.interactive import (
 )
 from memsig.probe.signature import Signature
 from memsig.report.page import Page
-from memsig.report.sources import EXPECTED, ReportError, RunResults, checkpoint_status, kind_of, load_run
-from memsig.report.study import StudySettings, collect, distance_rows, model_rows, named_signatures, recall_rows
+from memsig.report.sources import RunResults, checkpoint_status, kind_of, load_run
+from memsig.report.study import Study, StudySettings, corpus_config, corpus_of, describe_model, recall_rows
 
 REPORT = "report.html"
-# shown in the one-line model summary (a Hugging Face LM's come from its model.config)
-MODEL_KEYS = (
-    "model_type",
-    "cell",
-    "num_layers",
-    "num_hidden_layers",
-    "n_layer",
-    "hidden_size",
-    "n_embd",
-    "embedding_size",
-    "order",
-)
 HOW_TO_READ = (
     "Interactive figures: hover a cell or point for its value, drag to zoom, double-click to zoom back; "
     "click a legend entry to hide a curve. The page is self-contained and works offline."
@@ -59,27 +47,29 @@ CURVES_NOTE = (
 )
 
 
-def write_report(path: str | Path, n_boot: int = 200, study: StudySettings | None = None) -> Path:
+def write_report(path: str | Path, settings: StudySettings | None = None) -> Path:
     """Write ``<path>/report.html``, one self-contained interactive page (atomic); its path.
 
     ``path`` is a probe run dir, a train run dir or a multirun dir (see :mod:`memsig.report.sources`);
-    ``n_boot``: bootstrap resamples of the multirun's distance intervals; ``study``: how a multirun
-    names and compares its models. :class:`ReportError` when ``path`` holds nothing to report (the
-    message says what it should hold and what writes it).
+    ``settings``: how a multirun names and compares its models. :class:`ReportError` when ``path`` holds
+    nothing to report (the message says what it should hold and what writes it).
     """
     path = Path(path)
-    page = build_report(path, n_boot, study)
-    out = path / REPORT
+    return write_page(build_report(path, settings), path / REPORT)
+
+
+def write_page(page: Page, out: Path) -> Path:
+    """Write ``page`` rendered to ``out`` (atomic); ``out``."""
     atomic_write_bytes(out, page.render().encode())
     return out
 
 
-def build_report(path: str | Path, n_boot: int = 200, study: StudySettings | None = None) -> Page:
+def build_report(path: str | Path, settings: StudySettings | None = None) -> Page:
     """The page :func:`write_report` writes (not rendered yet)."""
     path = Path(path)
     kind = kind_of(path)
     if kind == "sweep":
-        return _sweep_page(path, n_boot, study or StudySettings())
+        return study_page(Study.from_sweep(path, settings))
     return _run_page(load_run(path, kind))
 
 
@@ -105,31 +95,11 @@ def settings_rows(settings: dict[str, Any], prefix: str = "") -> list[dict[str, 
     return rows
 
 
-def describe_model(meta: dict[str, Any]) -> str:
-    """One line: the model class and its main sizes, e.g. ``CharLM (cell lstm, num_layers 2, hidden_size 320)``."""
-    model = meta.get("model") or {}
-    if isinstance(model.get("config"), dict):
-        model = {**model, **model["config"]}
-    sizes = ", ".join(f"{k} {model[k]}" for k in MODEL_KEYS if k in model)
-    return f"{model.get('class', '?')} ({sizes})" if sizes else str(model.get("class", "?"))
-
-
-def _corpus(meta: dict[str, Any]) -> dict[str, Any]:
-    corpus = (meta.get("data") or {}).get("corpus")
-    return corpus if isinstance(corpus, dict) else {"name": corpus} if corpus else {}
-
-
-def corpus_of(meta: dict[str, Any]) -> str | None:
-    """The probed corpus: its name, else its class (e.g. ``PTBCorpus``)."""
-    corpus = _corpus(meta)
-    return corpus.get("name") or str(corpus.get("_target_", "")).rsplit(".", 1)[-1] or None
-
-
 def _summary_rows(sig: Signature, run: RunResults) -> list[dict[str, Any]]:
     meta = sig.meta
     probe = meta.get("probe") or {}
     train = run.train_result or {}
-    corpus = _corpus(meta)
+    corpus = corpus_config(meta)
     sha = meta.get("checkpoint_sha256")
     rows = {
         "model": describe_model(meta),
@@ -201,9 +171,10 @@ CONDITIONAL_NOTE = (
 
 
 # -------------------------------------------------------------------------------------- pages
-def _intro(page: Page, what: str, path: Path) -> None:
+def _intro(page: Page, what: str, paths: list[Path]) -> None:
     page.heading(page.title, 1)
-    page.markup(f"<p>{html.escape(what)} <code>{html.escape(str(path.resolve()))}</code></p>")
+    where = ", ".join(f"<code>{html.escape(str(p.resolve()))}</code>" for p in paths)
+    page.markup(f"<p>{html.escape(what)} {where}</p>")
     page.text(HOW_TO_READ)
 
 
@@ -308,7 +279,7 @@ def _baseline_section(page: Page, sig: Signature, base: Signature) -> None:
 
 def _run_page(run: RunResults) -> Page:
     page = Page(f"memsig report — {run.run_dir.name}")
-    _intro(page, f"{run.kind.capitalize()} run", run.run_dir)
+    _intro(page, f"{run.kind.capitalize()} run", [run.run_dir])
     first = next(iter(run.signatures.values()))
     page.heading("Model and data")
     page.table(_summary_rows(first, run))
@@ -330,69 +301,44 @@ def _run_page(run: RunResults) -> Page:
     return page
 
 
-def _sweep_page(path: Path, n_boot: int, study: StudySettings) -> Page:
-    models = collect(path, study.label, study.select_over)
-    sigs = named_signatures(models)
-    if not sigs:
-        raise ReportError(
-            f"none of the {len(models)} jobs under {path} has a signature (signatures/*.npz listed in "
-            f"its metrics.json): train with signature.probe set; {EXPECTED}"
-        )
-    page = Page(study.title or f"memsig study — {path.name}")
-    over = ", ".join(study.select_over)
-    _intro(
-        page,
-        f"Multirun with {len(models)} models"
-        + (f" (per model the best job by dev loss over {over}):" if over else ":"),
-        path,
-    )
+def study_page(study: Study) -> Page:
+    """The interactive page of a :class:`~memsig.report.study.Study` (a multirun or signature files):
+    models, recall, signatures side by side, difference maps and distances."""
+    sigs = study.signatures
+    page = Page(study.title)
+    _intro(page, f"{study.origin}:", study.paths)
     page.heading("Models")
-    page.table(model_rows(models))
-    page.table(
-        [
-            {
-                "signature": name,
-                "model": describe_model(sig.meta),
-                "corpus": corpus_of(sig.meta),
-                "split": sig.meta.get("split"),
-                "states": ", ".join(sig.real_states),
-                "checkpoint sha256": (sig.meta.get("checkpoint_sha256") or "")[:16],
-            }
-            for name, sig in sigs.items()
-        ]
-    )
+    page.table(study.model_rows())
+    page.table(study.signature_rows())
     page.heading("Overall recall per lag")
-    page.table(recall_rows(sigs))
+    page.table(study.recall_rows())
     page.figure(
         "study/marginal",
-        to_plotly(specs.recall_curves(sigs, real_only=True, prefixed=len(sigs) > 1)),
+        to_plotly(study.curves()),
         "Overall recall per lag of every model and probed state; dotted grey: the majority class.",
     )
-    first = {name: sig.real_states[0] for name, sig in sigs.items()}
     page.heading("Signatures side by side")
     page.text(
-        f"{HEATMAP_NOTE.format(min_support=max(s.min_support for s in sigs.values()))} Shown: the first "
-        "probed state of each model, on one colour scale."
+        f"{HEATMAP_NOTE.format(min_support=max(s.min_support for s in sigs.values()))} Shown: the compared "
+        "state of each model (its first probed state unless another is asked for), on one colour scale."
     )
-    page.figure(
-        "study/side_by_side", to_plotly(specs.recall_panels(sigs, first)), "Per-symbol recall (%), one panel per model."
-    )
-    pairs = [(a, b) for a, b in study.differences if a in sigs and b in sigs] or list(combinations(sigs, 2))
+    page.figure("study/side_by_side", to_plotly(study.panels()), "Per-symbol recall (%), one panel per model.")
     if len(sigs) > 1:
         page.heading("Differences")
         page.figure(
             "study/differences",
-            difference_menu([specs.difference(sigs[a], sigs[b], first[a], first[b], (a, b)) for a, b in pairs]),
+            difference_menu(study.differences()),
             "Recall of the first model minus the second, in points, for the pair picked in the menu: red = "
             "the first recalls better, blue = the second; grey: too few test positions in either.",
         )
         page.heading("Signature distances")
         page.text(
             "Mean |Δ recall| over the (lag, symbol) cells supported in both signatures (0 = identical, "
-            f"1 = opposite), with a 95 % bootstrap interval ({n_boot} resamples of the test positions)."
+            f"1 = opposite), with a 95 % bootstrap interval ({study.n_boot} resamples of the test positions), "
+            "on the lags both have."
         )
         try:
-            page.table(distance_rows(sigs, first, n_boot))
+            page.table(study.distance_rows())
         except ValueError as err:  # e.g. signatures of different symbol sets
             page.text(f"No distances: {err}")
     return page

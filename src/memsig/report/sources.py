@@ -3,7 +3,7 @@
 - probe run (``probe.py``): ``signature.npz`` (+ ``probe.json``, ``gradients.npz``);
 - train run (``train.py`` with ``signature.probe`` set): ``metrics.json`` and ``signatures/*.npz``;
 - multirun (``train.py -m``): one train run per job folder, collected by
-  :func:`memsig.report.study.collect`.
+  :meth:`memsig.report.study.Study.from_sweep`.
 
 The train run behind a signature is found from the checkpoint path in its provenance
 (``<train run>/checkpoints/<name>.ckpt``), so a probe run's page shows the model's perplexities.

@@ -1,42 +1,52 @@
-"""A study: every model of a multirun, collected once and rendered as static files or (through
-:mod:`memsig.report.build`) the interactive page.
+"""A study: several models' signatures, collected once and rendered as static files
+(:func:`memsig.report.static.write_static`) or as the interactive page
+(:func:`memsig.report.build.study_page`).
 
-:func:`collect` reads every job's ``metrics.json`` and ``signatures/*.npz``, keeping the best job by
-dev loss over ``select_over`` (e.g. the best dropout per model). :func:`write_static_report`
-writes into ``<sweep dir>/report/``:
+A :class:`Study` is built from a multirun (:meth:`Study.from_sweep`: every job's ``metrics.json``
+and ``signatures/*.npz``, keeping the best job by dev loss over ``select_over``, e.g. the best
+dropout per model) or from signature files (:meth:`Study.from_signatures`). It holds the models,
+their named signatures, the state compared of each, the difference pairs and the pairwise
+distances (measured once, on the lags both signatures of a pair have), and gives both renderers
+the same tables and figure specifications (:mod:`memsig.plots.specs`).
 
-- ``marginal_recall``: marginal recall per lag of every model and probed state in one figure;
-- ``side_by_side``: each model's per-symbol signature (first probed state) on one scale;
-- ``difference_<a>_vs_<b>``: per-symbol difference maps for the requested pairs (red = a better);
-- ``models.csv``, ``recall.csv`` and ``distances.csv``: perplexities, parameters, wall
-  times; marginal recall at a few lags; pairwise signature distances with bootstrap intervals;
-- ``report.md`` and ``report.html``: all of it on one page (static images).
-
-A model is named by the values of its ``label`` overrides (default: every override that differs
-between the jobs, but ``select_over``), e.g. ``gru-320``; extra signatures of a job (variants, the
-n-gram's count table) are named ``<model> [<signature>]``. ``python report.py <sweep dir> --static``
-writes both pages; the Hydra callback :class:`~memsig.tasks.hydra_callbacks.StudyReport` does when a
-multirun ends.
+A multirun's model is named by the values of its ``label`` overrides (default: every override that
+differs between the jobs, but ``select_over``), e.g. ``gru-320``; extra signatures of a job
+(variants, the n-gram's count table) are named ``<model> [<signature>]``. A signature file is named
+by ``names`` (default: its run dir's name, or the file's stem). ``python report.py <sweep dir>
+--static`` and ``python report.py a.npz b.npz`` render one; the Hydra callback
+:class:`~memsig.tasks.hydra_callbacks.StudyReport` does when a multirun ends.
 """
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from memsig.analysis.distance import pairwise_distances
-from memsig.data.io import atomic_write_bytes
-from memsig.plots import difference_map, marginal_curves, save_figure, side_by_side
+from memsig.analysis.distance import pairwise_distances, shared_lags
+from memsig.plots import specs
 from memsig.probe.signature import Signature
+from memsig.report.sources import EXPECTED, METRICS, ReportError, train_run_of
 
 log = logging.getLogger(__name__)
+
+REPORT_LAGS = (1, 2, 4, 8, 16)  # marginal recall shown in the recall table
+# shown in the one-line model summary (a Hugging Face LM's come from its model.config)
+MODEL_KEYS = (
+    "model_type",
+    "cell",
+    "num_layers",
+    "num_hidden_layers",
+    "n_layer",
+    "hidden_size",
+    "n_embd",
+    "embedding_size",
+    "order",
+)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, str]:
@@ -50,7 +60,7 @@ def summarize(
     """Rows of all jobs of a multirun (their ``metrics.json``) and the best row per group: for every
     combination of the other swept options, the job with the lowest ``metric`` over ``select_over``."""
     rows, swept = [], set()
-    for f in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+    for f in sorted(Path(sweep_dir).glob(f"*/{METRICS}"), key=lambda p: (len(p.parent.name), p.parent.name)):
         result = json.loads(f.read_text())
         overrides = parse_overrides(result["overrides"])
         swept.update(overrides)
@@ -68,95 +78,25 @@ def summarize(
     return rows, list(best.values())
 
 
-REPORT_LAGS = (1, 2, 4, 8, 16)  # marginal recall shown in the models table
+def describe_model(meta: dict[str, Any]) -> str:
+    """One line: the model class and its main sizes, e.g. ``CharLM (cell lstm, num_layers 2, hidden_size 320)``."""
+    model = meta.get("model") or {}
+    if isinstance(model.get("config"), dict):
+        model = {**model, **model["config"]}
+    sizes = ", ".join(f"{k} {model[k]}" for k in MODEL_KEYS if k in model)
+    return f"{model.get('class', '?')} ({sizes})" if sizes else str(model.get("class", "?"))
 
 
-@dataclass(frozen=True)
-class StudySettings:
-    """How a study names and compares its models, shared by its static and interactive pages
-    (:class:`StudyReport`'s settings).
-
-    title: the page title (None: the page's default); label: override keys that name a model
-    (None: every override that differs between jobs); select_over: keep the best job by dev loss
-    over these; differences: ``(a, b)`` model-name pairs for the difference maps (the interactive
-    page's default: every pair).
-    """
-
-    title: str | None = None
-    label: Sequence[str] | None = None
-    select_over: Sequence[str] = ("model.dropout",)
-    differences: Sequence[Sequence[str]] = ()
+def corpus_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The probed corpus's config in a signature's ``meta`` (a bare name as ``{"name": ...}``; ``{}`` if none)."""
+    corpus = (meta.get("data") or {}).get("corpus")
+    return corpus if isinstance(corpus, dict) else {"name": corpus} if corpus else {}
 
 
-@dataclass
-class Model:
-    """One job of the study: its name, run dir, metrics and signatures (name -> Signature)."""
-
-    name: str
-    run_dir: Path
-    metrics: dict[str, Any]
-    params: int | None
-    wall_time_s: float | None
-    signatures: dict[str, Signature] = field(default_factory=dict)
-
-
-def collect(
-    sweep_dir: str | Path,
-    label: Sequence[str] | None = None,
-    select_over: Sequence[str] = ("model.dropout",),
-    metric: str = "val/loss",
-) -> list[Model]:
-    """The study's models in job order (the best job per group over ``select_over``)."""
-    sweep_dir = Path(sweep_dir)
-    _, best = summarize(sweep_dir, metric, tuple(select_over))
-    results = {row["job"]: json.loads((sweep_dir / row["job"] / "metrics.json").read_text()) for row in best}
-    options = {job: parse_overrides(r["overrides"]) for job, r in results.items()}
-    keys = (
-        list(label)
-        if label
-        else [
-            k
-            for k in dict.fromkeys(k for o in options.values() for k in o)
-            if k not in select_over and len({o.get(k) for o in options.values()}) > 1
-        ]
-    )  # overrides that tell jobs apart
-    models = []
-    for row in best:
-        result, opts = results[row["job"]], options[row["job"]]
-        name = "-".join(opts[k] for k in keys if k in opts) or row["job"]
-        sigs = {k: Signature.load(p) for k, p in (result.get("signatures") or {}).items() if Path(p).is_file()}
-        models.append(
-            Model(
-                name, sweep_dir / row["job"], result["metrics"], result.get("params"), result.get("wall_time_s"), sigs
-            )
-        )
-    return models
-
-
-def named_signatures(models: list[Model]) -> dict[str, Signature]:
-    """Every signature of the study: ``<model>`` for main, ``<model> [<name>]`` for the others."""
-    return {(m.name if k == "main" else f"{m.name} [{k}]"): s for m in models for k, s in m.signatures.items()}
-
-
-def csv_bytes(rows: list[dict[str, Any]]) -> bytes:
-    """``rows`` as CSV, one column per key that any row has."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
-
-
-def model_rows(models: list[Model]) -> list[dict[str, Any]]:
-    """One row per model: parameters, perplexities (val, test, every ``eval/<corpus>``), wall time."""
-    rows = []
-    for m in models:
-        row: dict[str, Any] = {"model": m.name, "params": m.params}
-        for key in sorted(k for k in m.metrics if k.endswith("/ppl")):
-            row[key.replace("/ppl", " ppl")] = round(m.metrics[key], 3)
-        row["wall time (s)"] = m.wall_time_s
-        rows.append(row)
-    return rows
+def corpus_of(meta: dict[str, Any]) -> str | None:
+    """The probed corpus: its name, else its class (e.g. ``PTBCorpus``)."""
+    corpus = corpus_config(meta)
+    return corpus.get("name") or str(corpus.get("_target_", "")).rsplit(".", 1)[-1] or None
 
 
 def recall_rows(sigs: dict[str, Signature]) -> list[dict[str, Any]]:
@@ -177,127 +117,252 @@ def recall_rows(sigs: dict[str, Signature]) -> list[dict[str, Any]]:
     ]
 
 
-def distance_rows(sigs: dict[str, Signature], states: dict[str, str], n_boot: int = 200) -> list[dict[str, Any]]:
-    """One row per pair of ``sigs`` (``states``: the state compared of each): distance and 95 % bootstrap interval."""
-    return [
-        {"a": a, "b": b, "distance": round(d, 4), "low": round(lo, 4), "high": round(hi, 4)}
-        for (a, b), (d, lo, hi) in pairwise_distances(sigs, states, n=n_boot).items()
-    ]
+@dataclass(frozen=True)
+class StudySettings:
+    """How a study names and compares its models, shared by its static files and interactive page
+    (the settings of :class:`~memsig.tasks.hydra_callbacks.StudyReport` and of ``report.py``).
+
+    title: the page title (None: ``memsig study — <sweep dir or signature names>``); label: override
+    keys that name a multirun's model (None: every override that differs between jobs); select_over:
+    keep a multirun's best job by dev loss over these; differences: ``(a, b)`` model-name pairs for the
+    difference maps (none asked, or none of them present: the first model against each other); state:
+    the state compared of every signature (None: each one's first probed state); n_boot: bootstrap
+    resamples of the distance intervals.
+    """
+
+    title: str | None = None
+    label: Sequence[str] | None = None
+    select_over: Sequence[str] = ("model.dropout",)
+    differences: Sequence[Sequence[str]] = ()
+    state: str | None = None
+    n_boot: int = 1000
 
 
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
+@dataclass
+class Model:
+    """One model of a study: its name, run dir, metrics (empty when unknown), parameters, wall time
+    and signatures (name -> Signature; ``main`` is named after the model)."""
+
+    name: str
+    run_dir: Path
+    metrics: dict[str, Any]
+    params: int | None
+    wall_time_s: float | None
+    signatures: dict[str, Signature] = field(default_factory=dict)
 
 
-def html_table(rows: list[dict[str, Any]]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if r.get(k) is None else str(r[k]))}</td>" for k in keys) + "</tr>"
-        for r in rows
+def _model(name: str, run_dir: Path, result: dict[str, Any], signatures: dict[str, Signature]) -> Model:
+    """A model from its train run's ``metrics.json`` contents (``{}``: none known)."""
+    return Model(
+        name, run_dir, result.get("metrics") or {}, result.get("params"), result.get("wall_time_s"), signatures
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_static_report(
-    sweep_dir: str | Path,
-    study: StudySettings | None = None,
-    formats: Sequence[str] = ("png", "svg"),
-    n_boot: int = 200,
-) -> Path:
-    """Write ``<sweep_dir>/report/`` (see module docstring) as ``study`` names and compares its
-    models; the path of its ``report.html``."""
-    study = study or StudySettings()
-    title, differences = study.title or "memsig study", study.differences
-    out = Path(sweep_dir) / "report"
-    models = collect(sweep_dir, study.label, study.select_over)
-    if not models:
-        raise FileNotFoundError(f"no finished jobs (metrics.json) under {sweep_dir}: nothing to report")
-    sigs = named_signatures(models)
-    first = {name: sig.real_states[0] for name, sig in sigs.items()}
-    distances = distance_rows(sigs, first, n_boot) if len(sigs) > 1 else []  # no shared cell: raises, nothing written
-    figures: list[tuple[str, str]] = []  # (caption, png name)
-    rows, recall = model_rows(models), recall_rows(sigs)
-    atomic_write_bytes(out / "models.csv", csv_bytes(rows))
-    if recall:
-        atomic_write_bytes(out / "recall.csv", csv_bytes(recall))
-    if sigs:
-        save_figure(
-            marginal_curves(sigs, list(dict.fromkeys(s for sig in sigs.values() for s in sig.real_states))),
-            out / "marginal_recall",
-            tuple(formats),
-        )
-        figures.append(("Marginal recall per lag of every model and probed state", "marginal_recall.png"))
-        save_figure(side_by_side(sigs, first), out / "side_by_side", tuple(formats))
-        figures.append(
-            ("Per-symbol recall (first probed state of each signature), one colour scale", "side_by_side.png")
-        )
-        for a, b in differences:
+@dataclass
+class Study:
+    """Several models' signatures, read once, that both renderers show alike.
+
+    Attributes:
+        title: the page title.
+        origin: what the models come from, one phrase (e.g. ``Multirun with <n> models``).
+        paths: the sweep dir, or the signature files.
+        models: the models, in order.
+        signatures: every signature of the models: ``<model>`` for ``main``, ``<model> [<name>]`` for the others.
+        states: signature name -> the state compared (in the side-by-side, difference maps and distances).
+        pairs: ``(a, b)`` signature names of the difference maps (red = a recalls better).
+        n_boot: bootstrap resamples of the distance intervals.
+    """
+
+    title: str
+    origin: str
+    paths: list[Path]
+    models: list[Model]
+    signatures: dict[str, Signature]
+    states: dict[str, str]
+    pairs: list[tuple[str, str]]
+    n_boot: int
+
+    @classmethod
+    def of_models(
+        cls, models: list[Model], settings: StudySettings, title: str, origin: str, paths: list[Path]
+    ) -> Study:
+        """The study of ``models``: their signatures named, the state compared and the pairs chosen as
+        ``settings`` says (``title``: used when ``settings`` has none). ValueError where a signature lacks
+        the state asked for."""
+        sigs = {(m.name if k == "main" else f"{m.name} [{k}]"): s for m in models for k, s in m.signatures.items()}
+        asked = [(a, b) for a, b in settings.differences]
+        for a, b in asked:
             if a not in sigs or b not in sigs:
                 log.warning("difference %s vs %s: no such signatures (have %s)", a, b, sorted(sigs))
-                continue
-            stem = f"difference_{a}_vs_{b}".replace(" ", "_").replace("[", "").replace("]", "")
-            save_figure(difference_map(sigs[a], sigs[b], first[a], first[b], labels=(a, b)), out / stem, tuple(formats))
-            figures.append((f"{a} − {b}: red = {a} recalls better, blue = {b} better", f"{stem}.png"))
-        if distances:
-            atomic_write_bytes(out / "distances.csv", csv_bytes(distances))
-    md = [
-        f"# {title}",
-        "",
-        f"Sweep: `{Path(sweep_dir).resolve()}` ({len(models)} models)",
-        "",
-        "## Models",
-        "",
-        _markdown_table(rows),
-        "",
-    ]
-    if recall:
-        md += ["## Marginal recall (%) per lag", "", _markdown_table(recall), ""]
-    page = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>Sweep: <code>{html.escape(str(Path(sweep_dir).resolve()))}</code> ({len(models)} models)</p>",
-        "<h2>Models</h2>",
-        html_table(rows),
-    ]
-    if recall:
-        page += ["<h2>Marginal recall (%) per lag</h2>", html_table(recall)]
-    for caption, png in figures:
-        md += [f"## {caption}", "", f"![{caption}]({png})", ""]
-        page += [f"<h2>{html.escape(caption)}</h2>", f'<img src="{html.escape(png)}" style="max-width:100%">']
-    if distances:
-        md += [
-            "## Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)",
-            "",
-            _markdown_table(distances),
-            "",
+        pairs = [(a, b) for a, b in asked if a in sigs and b in sigs]
+        lacking = [name for name, sig in sigs.items() if settings.state and settings.state not in sig.real_states]
+        if lacking:
+            raise ValueError(f"state {settings.state!r} is not a probed state of {', '.join(lacking)}")
+        names = list(sigs)
+        return cls(
+            settings.title or title,
+            origin,
+            paths,
+            models,
+            sigs,
+            {name: settings.state or sig.real_states[0] for name, sig in sigs.items()},
+            pairs or [(names[0], other) for other in names[1:]],
+            settings.n_boot,
+        )
+
+    @classmethod
+    def from_sweep(
+        cls, sweep_dir: str | Path, settings: StudySettings | None = None, metric: str = "val/loss"
+    ) -> Study:
+        """The study of a multirun: per group of jobs the best by ``metric`` over ``settings.select_over``,
+        in job order. :class:`~memsig.report.sources.ReportError` when no job finished or none has a signature."""
+        settings = settings or StudySettings()
+        sweep_dir = Path(sweep_dir)
+        _, best = summarize(sweep_dir, metric, tuple(settings.select_over))
+        if not best:
+            raise ReportError(f"no finished jobs ({METRICS}) under {sweep_dir}: nothing to report; {EXPECTED}")
+        results = {row["job"]: json.loads((sweep_dir / row["job"] / METRICS).read_text()) for row in best}
+        options = {job: parse_overrides(r["overrides"]) for job, r in results.items()}
+        keys = (
+            list(settings.label)
+            if settings.label
+            else [
+                k
+                for k in dict.fromkeys(k for o in options.values() for k in o)
+                if k not in settings.select_over and len({o.get(k) for o in options.values()}) > 1
+            ]
+        )  # overrides that tell jobs apart
+        models = []
+        for job, result in results.items():
+            name = "-".join(options[job][k] for k in keys if k in options[job]) or job
+            sigs = {k: Signature.load(p) for k, p in (result.get("signatures") or {}).items() if Path(p).is_file()}
+            models.append(_model(name, sweep_dir / job, result, sigs))
+        if not any(m.signatures for m in models):
+            raise ReportError(
+                f"none of the {len(models)} jobs under {sweep_dir} has a signature (signatures/*.npz listed in "
+                f"its {METRICS}): train with signature.probe set; {EXPECTED}"
+            )
+        over = ", ".join(settings.select_over)
+        origin = f"Multirun with {len(models)} models" + (
+            f" (per model the best job by dev loss over {over})" if over else ""
+        )
+        return cls.of_models(models, settings, f"memsig study — {sweep_dir.name}", origin, [sweep_dir])
+
+    @classmethod
+    def from_signatures(
+        cls, paths: Sequence[str | Path], names: Sequence[str] | None = None, settings: StudySettings | None = None
+    ) -> Study:
+        """The study of signature files, one model each, named by ``names`` (default: the run dir of a
+        ``signature.npz``, else the file's stem); a model's metrics are its train run's when the
+        checkpoint the signature probed is found. ValueError unless the names are distinct, one per file;
+        :class:`~memsig.probe.signature.SignatureError` naming a file that is not a signature."""
+        paths = [Path(p) for p in paths]
+        names = list(names or (p.parent.name if p.name == "signature.npz" else p.stem for p in paths))
+        if len(names) != len(paths) or len(set(names)) != len(names):
+            raise ValueError(f"need one distinct name per signature; got {names}")
+        models = []
+        for name, path in zip(names, paths):
+            sig = Signature.load(path)
+            train = train_run_of(sig, path.parent)
+            result = json.loads((train / METRICS).read_text()) if train else {}
+            models.append(_model(name, train or path.parent, result, {"main": sig}))
+        origin = f"{len(paths)} signature files"
+        return cls.of_models(models, settings or StudySettings(), f"memsig study — {' vs '.join(names)}", origin, paths)
+
+    @cached_property
+    def distances(self) -> dict[tuple[str, str], tuple[float, float, float]]:
+        """``(a, b) -> (distance, low, high)`` of every pair of signatures (their compared states), with
+        the 95 % bootstrap interval; ValueError naming a pair that shares no supported cell."""
+        return pairwise_distances(self.signatures, self.states, n=self.n_boot)
+
+    def distance_rows(self) -> list[dict[str, Any]]:
+        """One row per pair: distance, interval, the lags it was measured on and those left out (in one only)."""
+        rows = []
+        for (a, b), (d, lo, hi) in self.distances.items():
+            used, left_out = shared_lags(self.signatures[a], self.signatures[b])
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "distance": round(d, 4),
+                    "low": round(lo, 4),
+                    "high": round(hi, 4),
+                    "lags": " ".join(map(str, used)),
+                    "lags_left_out": " ".join(map(str, left_out)),
+                }
+            )
+        return rows
+
+    def model_rows(self) -> list[dict[str, Any]]:
+        """One row per model: parameters, perplexities (val, test, every ``eval/<corpus>``), wall time."""
+        rows = []
+        for m in self.models:
+            row: dict[str, Any] = {"model": m.name, "params": m.params}
+            for key in sorted(k for k in m.metrics if k.endswith("/ppl")):
+                row[key.replace("/ppl", " ppl")] = round(m.metrics[key], 3)
+            row["wall time (s)"] = m.wall_time_s
+            rows.append(row)
+        return rows
+
+    def signature_rows(self) -> list[dict[str, Any]]:
+        """One row per signature: the model probed, corpus, split, states, checkpoint digest."""
+        return [
+            {
+                "signature": name,
+                "model": describe_model(sig.meta),
+                "corpus": corpus_of(sig.meta),
+                "split": sig.meta.get("split"),
+                "states": ", ".join(sig.real_states),
+                "checkpoint sha256": (sig.meta.get("checkpoint_sha256") or "")[:16],
+            }
+            for name, sig in self.signatures.items()
         ]
-        page += [
-            "<h2>Signature distances (mean |Δ recall| over shared cells, 95 % bootstrap)</h2>",
-            html_table(distances),
-        ]
-    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
-    style = "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-    atomic_write_bytes(out / "report.html", f"<!doctype html><meta charset='utf-8'>{style}{''.join(page)}".encode())
-    print(
-        f"study report: {out / 'report.html'}\n{_markdown_table(rows)}\n{_markdown_table(recall) if recall else ''}",
-        flush=True,
-    )
-    return out / "report.html"
+
+    def recall_rows(self) -> list[dict[str, Any]]:
+        """:func:`recall_rows` of every signature."""
+        return recall_rows(self.signatures)
+
+    def curves(self) -> specs.Curves:
+        """Overall recall per lag of every signature and probed state, with the majority rate."""
+        return specs.recall_curves(self.signatures, real_only=True, prefixed=len(self.signatures) > 1)
+
+    def panels(self) -> specs.Panels:
+        """Each signature's recall map (its compared state), one colour scale."""
+        return specs.recall_panels(self.signatures, self.states)
+
+    def differences(self) -> list[specs.Heatmap]:
+        """The difference map of each of :attr:`pairs` (first minus second, in points)."""
+        sigs, states = self.signatures, self.states
+        return [specs.difference(sigs[a], sigs[b], states[a], states[b], (a, b)) for a, b in self.pairs]
 
 
 def add_study_arguments(ap: Any) -> None:
-    """Add ``--title``, ``--label``, ``--select-over``, ``--difference`` (a study's settings) to a parser or group."""
+    """Add a study's settings (``--title``, ``--label``, ``--select-over``, ``--difference``, ``--state``,
+    ``--n-boot``) to a parser or group."""
     ap.add_argument("--title", help="page title")
-    ap.add_argument("--label", nargs="+", help="override keys that name a model (default: the ones that differ)")
-    ap.add_argument("--select-over", nargs="*", default=["model.dropout"], help="keep the best job over these")
+    ap.add_argument(
+        "--label", nargs="+", help="multirun: override keys that name a model (default: the ones that differ)"
+    )
+    ap.add_argument(
+        "--select-over", nargs="*", default=["model.dropout"], help="multirun: keep the best job over these"
+    )
     ap.add_argument(
         "--difference",
         nargs=2,
         action="append",
         default=[],
         metavar=("A", "B"),
-        help="a difference map A - B (model names as in the report); the page's default: every pair",
+        help="a difference map A - B (model names as in the report); default: the first model against each other",
     )
+    ap.add_argument("--state", help="the state compared of every signature (default: each one's first probed state)")
+    ap.add_argument(
+        "--n-boot",
+        type=int,
+        default=StudySettings.n_boot,
+        help="bootstrap resamples of the distance intervals (default: %(default)s)",
+    )
+
+
+def settings_of(args: Any) -> StudySettings:
+    """The :class:`StudySettings` of arguments parsed with :func:`add_study_arguments`."""
+    return StudySettings(args.title, args.label, args.select_over, args.difference, args.state, args.n_boot)

@@ -2,8 +2,8 @@
 
 - :class:`RunDirCheck`: before a run (or sweep) starts, its dir can be written (:mod:`memsig.tasks.rundir`).
 - :class:`SweepSummary`: when a multirun ends, ``summary.csv`` and ``best.csv`` (:mod:`memsig.tasks.sweep`).
-- :class:`StudyReport`: when a study's multirun ends, its static files and interactive page
-  (:mod:`memsig.report.study`, :mod:`memsig.report`) with one set of settings.
+- :class:`StudyReport`: when a study's multirun ends, its :class:`~memsig.report.Study`, rendered as
+  static files and as the interactive page, with one set of settings.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from memsig.report import write_report
-from memsig.report.study import StudySettings, write_static_report
+from memsig.report import Study, StudySettings, study_page, write_page, write_static
+from memsig.report.build import REPORT
+from memsig.report.static import FOLDER
 from memsig.tasks.rundir import RunDirError, check_writable, exit_with
 from memsig.tasks.sweep import write_summary
 
@@ -55,21 +56,29 @@ class SweepSummary(Callback):
 
 
 class StudyReport(Callback):
-    """Hydra callback: the static files and the interactive page of the sweep dir when a multirun ends."""
+    """Hydra callback: the static files and the interactive page of the sweep dir when a multirun ends.
+
+    Its options are :class:`~memsig.report.study.StudySettings`' (``report.py``'s flags) and the
+    static figures' ``formats``.
+    """
 
     def __init__(
         self,
-        title: str = "memsig study",
+        title: str | None = None,
         label: Sequence[str] | None = None,
         select_over: Sequence[str] = ("model.dropout",),
         differences: Sequence[Sequence[str]] = (),
+        state: str | None = None,
+        n_boot: int = StudySettings.n_boot,
         formats: Sequence[str] = ("png", "svg"),
     ) -> None:
-        self.study = StudySettings(
-            title, list(label) if label else None, list(select_over), [list(p) for p in differences]
+        self.settings = StudySettings(
+            title, list(label) if label else None, list(select_over), [list(p) for p in differences], state, n_boot
         )
         self.formats = list(formats)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_static_report(config.hydra.sweep.dir, self.study, formats=self.formats)
-        write_report(config.hydra.sweep.dir, study=self.study)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        study = Study.from_sweep(sweep_dir, self.settings)
+        write_static(study, sweep_dir / FOLDER, self.formats)
+        write_page(study_page(study), sweep_dir / REPORT)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from memsig.data.io import atomic_write_bytes
-from memsig.report.study import csv_bytes, summarize
+from memsig.report.study import summarize
+from memsig.report.tables import csv_bytes
 
 log = logging.getLogger(__name__)
 

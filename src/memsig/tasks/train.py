@@ -49,6 +49,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     claim_run_dir(cfg, "metrics.json")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # DDP: the epoch metrics the models compute with torchmetrics are reduced over ranks already
+    warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     vocab = hydra.utils.instantiate(cfg.vocab)

@@ -1,0 +1,77 @@
+"""One Study, built from signature files or from a multirun, rendered by the same code as static files
+and as the interactive page: the same names, figures and distances either way."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from memsig.report import Study, StudySettings, study_page, write_page, write_static
+from memsig.report.__main__ import main as report_main
+from memsig.report.page import figures_of
+
+from report_helpers import STATES, write_sweep
+
+
+def rendered(study: Study, out: Path) -> tuple[set[str], dict, list[dict[str, str]]]:
+    """Write ``study`` both ways into ``out``: the static file names, the page's figures, distances.csv."""
+    write_static(study, out, ("png",))
+    page = write_page(study_page(study), out / "interactive.html")
+    with (out / "distances.csv").open() as f:
+        return {p.name for p in out.iterdir()}, figures_of(page.read_text()), list(csv.DictReader(f))
+
+
+def test_a_study_of_signature_files_renders_as_the_study_of_their_multirun(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path)
+    settings = StudySettings(n_boot=20)
+    of_sweep = Study.from_sweep(sweep, settings)
+    files = [sweep / job / "signatures" / "main.npz" for job in ("0", "1")]
+    of_files = Study.from_signatures(files, ["32", "64"], settings)
+    assert of_files.model_rows() == of_sweep.model_rows()  # the metrics of each file's train run
+    assert of_files.distances == of_sweep.distances and of_files.pairs == of_sweep.pairs == [("32", "64")]
+    (d, lo, hi) = of_sweep.distances["32", "64"]
+    for study, out in ((of_sweep, tmp_path / "sweep_static"), (of_files, tmp_path / "files")):
+        names, figures, distances = rendered(study, out)
+        assert {"marginal_recall.png", "side_by_side.png", "difference_32_vs_64.png", "models.csv"} <= names
+        assert {"recall.csv", "distances.csv", "report.md", "report.html", "interactive.html"} <= names
+        assert list(figures) == ["study/marginal", "study/side_by_side", "study/differences"]
+        assert [t.name for t in figures["study/side_by_side"].data] == ["32", "64"]
+        assert figures["study/differences"].data[0].name == "32 − 64"
+        assert distances == [
+            {
+                "a": "32",
+                "b": "64",
+                "distance": str(round(d, 4)),
+                "low": str(round(lo, 4)),
+                "high": str(round(hi, 4)),
+                "lags": "1 2 3 4 5 6",
+                "lags_left_out": "",
+            }
+        ]
+        assert "<td>12345</td>" in (out / "report.html").read_text()  # the models table, static page too
+
+
+def test_the_state_asked_for_is_compared_in_every_signature(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path)
+    study = Study.from_sweep(sweep, StudySettings(state=STATES[1], n_boot=20))
+    assert study.states == {"32": STATES[1], "64": STATES[1]}
+    panels = figures_of(study_page(study).render())["study/side_by_side"]
+    assert [a.text for a in panels.layout.annotations] == [f"32 — {STATES[1]}", f"64 — {STATES[1]}"]
+    with pytest.raises(ValueError, match=r"state 'layer9\.c' is not a probed state of 32, 64"):
+        Study.from_sweep(sweep, StudySettings(state="layer9.c"))
+
+
+def test_report_py_writes_both_renderings_of_signature_files(tmp_path: Path, capsys) -> None:
+    sweep = write_sweep(tmp_path)
+    a, b = (sweep / job / "signatures" / "main.npz" for job in ("0", "1"))
+    out = tmp_path / "out"
+    argv = [str(a), str(b), "--names", "small", "large", "--difference", "large", "small", "--out", str(out)]
+    assert report_main([*argv, "--n-boot", "20"]) == 0
+    assert f"report: {out / 'interactive.html'}" in capsys.readouterr().out
+    assert (out / "difference_large_vs_small.png").is_file() and not (out / "difference_small_vs_large.png").exists()
+    figures = figures_of((out / "interactive.html").read_text())
+    assert [t.name for t in figures["study/differences"].data] == ["large − small"]
+    with pytest.raises(SystemExit):
+        report_main([str(sweep), "--names", "x", "y"])  # a multirun's models are named by --label

@@ -1,0 +1,111 @@
+"""Data-parallel training on CPU (``trainer=ddp_cpu``: 2 processes over gloo), end to end.
+
+Each rank reads its own streams (``StreamBatches``: rank r takes streams r·B … (r+1)·B - 1 of
+the split cut into 2·B) and carries its own recurrent state, so 2 ranks of half the batch read
+the streams of a 1-rank run and, DDP averaging the ranks' gradients, take the same steps: the
+two runs differ by rounding only. What rank 0 logs is over every rank's positions. The same
+ranks started as the tasks of a Slurm job (``hydra/launcher=slurm``) train alike. Resuming a
+killed 2-rank run: tests/test_resume.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+import hydra
+import pytest
+from test_resume import DDP, _assert_same_run, _env, _run, _train_cmd
+
+from memsig.models import CharLM, load_model
+
+from conftest import TINY_RUN, compose_cfg, quiet_trainer
+
+RUN = [*TINY_RUN, "trainer.max_epochs=2"]
+# Rounding only (the sums of 2 ranks' gradients against those of one batch), grown over 2 epochs
+# of 118 steps at lr 0.01; the loss of rank 0's half of the streams is ~0.03 nats off at step 19
+FOLLOWS = 1e-4  # nats/char
+
+
+def _logged(run_dir: Path) -> dict[tuple[str, int], float]:
+    """``(metric, step) -> value`` of every train/loss and val/loss row of the run's CSV log."""
+    rows = csv.DictReader(next(run_dir.glob("csv/version_0/metrics.csv")).read_text().splitlines())
+    return {(k, int(r["step"])): float(r[k]) for r in rows for k in ("train/loss", "val/loss") if r.get(k)}
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
+    """``RUN`` on 2 ranks of half its batch each."""
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    _run(run_dir, *DDP, base=RUN)
+    return run_dir
+
+
+def test_two_ranks_of_half_the_batch_follow_the_one_rank_run(trained_lm: dict, ddp_run: Path):
+    """The 1-rank run is ``TINY_RUN`` (3 epochs): its first 2 are those of ``RUN``."""
+    one, two = _logged(trained_lm["dir"]), _logged(ddp_run)
+    assert two.keys() <= one.keys() and sum(k == "val/loss" for k, _ in two) == 2  # the same steps
+    gap = max(abs(one[k] - two[k]) for k in two)
+    assert gap < FOLLOWS, f"2 ranks drift {gap:.2e} nats/char from 1 rank"
+
+
+def test_rank_zero_logs_the_loss_over_the_whole_dev_and_test_sets(ddp_run: Path, tmp_path: Path):
+    """The best val/loss and the test/loss rank 0 wrote are those of one process reading the
+    2 ranks' streams together."""
+    result = json.loads((ddp_run / "metrics.json").read_text())
+    cfg = compose_cfg(RUN, tmp_path)  # the batch sizes of the 2 ranks together
+    dm = hydra.utils.instantiate(cfg.data, vocab=hydra.utils.instantiate(cfg.vocab))
+    best = load_model(result["best_checkpoint"], expected=CharLM)
+    trainer = quiet_trainer()
+    ((val,), (test,)) = trainer.validate(best, datamodule=dm), trainer.test(best, datamodule=dm)
+    assert result["best_val_loss"] == pytest.approx(val["val/loss"], rel=1e-6)
+    assert result["metrics"]["test/loss"] == pytest.approx(test["test/loss"], rel=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_slurm_tasks_train_as_the_ranks_lightning_starts(ddp_run: Path, tmp_path: Path):
+    """``hydra/launcher=slurm`` run as the 2 tasks of a one-node Slurm job run it: each task started
+    with the job's environment, which Lightning's SLURMEnvironment (set by the launcher config)
+    reads for its rank, so Lightning starts no process. The run is ``ddp_run``, bit for bit."""
+    run_dir = tmp_path / "run"
+    cmd = _train_cmd(run_dir, *DDP, "hydra/launcher=slurm", base=RUN)
+    job = {
+        "SLURM_JOB_ID": "1",
+        "SLURM_JOB_NAME": "memsig",
+        "SLURM_NNODES": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }
+    logs = [tmp_path / f"task{k}.log" for k in range(2)]
+    with ExitStack() as files:
+        tasks = [
+            subprocess.Popen(
+                cmd,
+                stdout=files.enter_context(log.open("w")),
+                stderr=subprocess.STDOUT,
+                env={**_env(), **job, "SLURM_PROCID": str(k), "SLURM_LOCALID": str(k)},
+            )
+            for k, log in enumerate(logs)
+        ]
+        try:
+            codes = [t.wait(timeout=300) for t in tasks]
+        finally:
+            for t in tasks:
+                if t.poll() is None:
+                    t.kill()
+                    t.wait()
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    assert "SLURMEnvironment" in run_dir.joinpath(".hydra", "config.yaml").read_text()
+    _assert_same_run(ddp_run, run_dir)
