@@ -219,6 +219,9 @@ TRIGGERS: dict[str, Callable[[Path], str]] = {
     "ValueError: model.config.vocab_size=… is set; leave it out: the symbol set (vocab, … symbols) sets it": (
         lambda tmp: raised(lambda: HFCausalLM(Vocab(), {"model_type": "mamba", "vocab_size": 100}))
     ),
+    "ValueError: model.config has no option … for model_type=… (a typo?)…": lambda tmp: raised(
+        lambda: HFCausalLM(Vocab(), {"model_type": "mamba", "hiden_size": 8})
+    ),
     "ValueError: a window of … symbols is longer than the Transformer's context (model.config.n_positions=…)…": (
         lambda tmp: raised(
             lambda: HFCausalLM(

@@ -207,6 +207,8 @@ def test_bad_configs_are_named():
         HFCausalLM(Vocab(), {"model_type": "llama"})
     with pytest.raises(ValueError, match="model.config has no model_type"):
         HFCausalLM(Vocab(), {"hidden_size": 8})
+    with pytest.raises(ValueError, match="no option 'hiden_size' for model_type='mamba' \\(a typo\\?\\)"):
+        HFCausalLM(Vocab(), {**TINY["mamba"], "hiden_size": 8})
     with pytest.raises(ValueError, match="vocab_size=100 is set; leave it out"):
         HFCausalLM(Vocab(), {**TINY["mamba"], "vocab_size": 100})
     with pytest.raises(

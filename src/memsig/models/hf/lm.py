@@ -2,7 +2,7 @@
 
 It builds its network (:func:`~memsig.models.hf.networks.build_network`) from ``config``, the
 Hugging Face config's options with its ``model_type`` (``conf/model/transformer.yaml``,
-``mamba.yaml``), with fresh weights and the project's symbol set as its vocabulary, and trains it
+``mamba.yaml``, …), with fresh weights and the project's symbol set as its vocabulary, and trains it
 as :class:`~memsig.models.lm_base.LMBase` trains every LM: same loss, metrics, optimizer, and the
 recurrent state carried from window to window where the network has one.
 
@@ -33,7 +33,8 @@ class HFCausalLM(LMBase):
 
     Args:
         vocab: the symbol set (a :class:`Vocab` or its ``to_dict()``); it sets the config's ``vocab_size``.
-        config: the Hugging Face config's options, with its ``model_type`` (``gpt2``, ``mamba``).
+        config: the Hugging Face config's options, with its ``model_type`` (a key of
+            :data:`~memsig.models.hf.networks.NETWORKS`).
         lr, weight_decay, betas, scheduler: as :class:`~memsig.models.lm_base.LMBase`.
     """
 

@@ -46,4 +46,11 @@ def build_network(model_type: str, **options: Any) -> HFNet:
             f"model.config.model_type={model_type!r} has no memsig network (its states are read per family); "
             f"choose one of {', '.join(sorted(NETWORKS))}, or add a network in memsig/models/hf/"
         )
+    defaults = AutoConfig.for_model(model_type)
+    unknown = sorted(set(options) - set(defaults.to_dict()) - set(defaults.attribute_map))
+    if unknown:
+        raise ValueError(
+            f"model.config has no option {', '.join(map(repr, unknown))} for model_type={model_type!r} (a typo?); "
+            f"the {type(defaults).__name__} options are listed by its to_dict()"
+        )
     return NETWORKS[model_type](AutoConfig.for_model(model_type, **options))
