@@ -74,6 +74,23 @@ def test_kernel_size_study_reports_eight_models(tmp_path: Path, tiny_corpus: Pat
     assert "gru-80" in (sweep / "report" / "report.html").read_text()
 
 
+@pytest.mark.slow  # minutes: Mamba's CPU path; tests/models/test_hf.py trains and probes each family fast
+def test_architecture_study_trains_and_probes_every_family(tmp_path: Path, tiny_corpus: Path):
+    sweep = run_study("architecture_study", tmp_path / "sweep")
+    families = ["lstm", "gru", "mamba", "rwkv", "xlstm", "griffin", "transformer"]
+    models = read_csv(sweep / "report" / "models.csv")
+    assert [m["model"] for m in models] == families
+    assert all(float(m["test ppl"]) > 1 for m in models)
+    params = {m["model"]: int(m["params"]) for m in models}
+    assert all(0.6 < params[f] / params["lstm"] < 1.1 for f in families if f != "gru")  # matched parameters
+    best = {}  # each model's best recall at δ=1 over its states, against the majority rate
+    for r in read_csv(sweep / "report" / "recall.csv"):
+        best[r["signature"]] = max(best.get(r["signature"], 0.0), float(r["δ=1"]) - float(r["majority"]))
+    assert list(best) == families and min(best.values()) > 0
+    for other in families[1:]:  # the first model against each other
+        assert (sweep / "report" / f"difference_lstm_vs_{other}.png").is_file()
+
+
 def test_depth_study_probes_every_layer_and_the_deep_decoder_control(tmp_path: Path, tiny_corpus: Path):
     sweep = run_study("depth_study", tmp_path / "sweep")
     for job, cell in zip(("0", "1"), ("h", "c")):
