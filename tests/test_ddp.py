@@ -18,10 +18,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytest
-from test_resume import DDP, _assert_same_run, _env, _run, _train_cmd
+from test_resume import DDP, _assert_same_run, _env, _probe_cmd, _run, _train_cmd
 
 from memsig.models import CharLM, load_model
+from memsig.probe.signature import Signature
 
 from conftest import TINY_RUN, compose_cfg, quiet_trainer
 
@@ -109,3 +111,28 @@ def test_slurm_tasks_train_as_the_ranks_lightning_starts(ddp_run: Path, tmp_path
     assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
     assert "SLURMEnvironment" in run_dir.joinpath(".hydra", "config.yaml").read_text()
     _assert_same_run(ddp_run, run_dir)
+
+
+# ------------------------------------------------------------------- the probe on 2 ranks
+@pytest.fixture(scope="module")
+def probes(trained_lm: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Signature]:
+    """``probe.py`` (the MLP probe of ``PROBE``) on the tiny LM on 1 and on 2 ranks, each
+    building its own state cache."""
+    root = tmp_path_factory.mktemp("ddp_probe")
+    sigs = {}
+    for ranks, extra in ((1, []), (2, ["trainer=ddp_cpu"])):
+        run_dir = root / f"ranks{ranks}"
+        cmd = _probe_cmd(str(trained_lm["dir"]), run_dir, f"paths.cache_dir={run_dir / 'cache'}", "probe.max_steps=2000", "probe.patience=2", *extra)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        print(ranks, [l for l in (proc.stderr+proc.stdout).splitlines() if "process" in l.lower() or "rank" in l.lower()][:10])
+        sigs[ranks] = Signature.load(run_dir / "signature.npz")
+    return sigs
+
+
+def test_two_rank_probe_measures_the_one_rank_signature(probes: dict[int, Signature]):
+    one, two = probes[1], probes[2]
+    print({k: (v["steps"], v["converged"], v["best_dev_loss"]) for k, v in one.meta["convergence"].items()})
+    print({k: (v["steps"], v["converged"], v["best_dev_loss"]) for k, v in two.meta["convergence"].items()})
+    print(one.accuracy, two.accuracy, np.abs(one.accuracy - two.accuracy).max())
+    np.testing.assert_array_equal(one.confusion.sum(-1), two.confusion.sum(-1))  # the same test positions
