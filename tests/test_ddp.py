@@ -23,6 +23,7 @@ import pytest
 from test_resume import DDP, _assert_same_run, _env, _probe_cmd, _run, _train_cmd
 
 from memsig.models import CharLM, load_model
+from memsig.probe.multihead import unconverged_heads
 from memsig.probe.signature import Signature
 
 from conftest import TINY_RUN, compose_cfg, quiet_trainer
@@ -114,25 +115,43 @@ def test_slurm_tasks_train_as_the_ranks_lightning_starts(ddp_run: Path, tmp_path
 
 
 # ------------------------------------------------------------------- the probe on 2 ranks
+# Every rank reads the same state cache and takes its share of each minibatch, dev check and test
+# pass; DDP averages gradients that sum to the whole minibatch's, and the dev losses are summed over
+# ranks, so the 2-rank probe takes 1-rank steps up to rounding. Rounding moves a head's stopping
+# check by a check or two; measured 2026-12-02 on the tiny LM: recall at most 0.0018 apart (a
+# given: head at δ = 2), 0.0003 on the real state. The bound is the one a converged probe trained
+# on for twice its steps keeps (tests/probe/test_convergence.py).
+PROBE_RANKS = ["probe.max_steps=2000", "probe.patience=2"]  # every head of PROBE converges
+RECALL_GAP = 0.005
+
+
 @pytest.fixture(scope="module")
 def probes(trained_lm: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Signature]:
-    """``probe.py`` (the MLP probe of ``PROBE``) on the tiny LM on 1 and on 2 ranks, each
-    building its own state cache."""
+    """``probe.py`` (the MLP probe of ``PROBE``) on the tiny LM on 1 and on 2 ranks, each run
+    building its own state cache (on 2 ranks: rank 0, while rank 1 waits)."""
     root = tmp_path_factory.mktemp("ddp_probe")
     sigs = {}
     for ranks, extra in ((1, []), (2, ["trainer=ddp_cpu"])):
         run_dir = root / f"ranks{ranks}"
-        cmd = _probe_cmd(str(trained_lm["dir"]), run_dir, f"paths.cache_dir={run_dir / 'cache'}", "probe.max_steps=2000", "probe.patience=2", *extra)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+        cache = f"paths.cache_dir={run_dir / 'cache'}"
+        proc = subprocess.run(
+            _probe_cmd(str(trained_lm["dir"]), run_dir, cache, *PROBE_RANKS, *extra),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        print(ranks, [l for l in (proc.stderr+proc.stdout).splitlines() if "process" in l.lower() or "rank" in l.lower()][:10])
+        assert ranks == 1 or f"Starting with {ranks} processes" in proc.stderr + proc.stdout
         sigs[ranks] = Signature.load(run_dir / "signature.npz")
     return sigs
 
 
 def test_two_rank_probe_measures_the_one_rank_signature(probes: dict[int, Signature]):
+    """The same test positions, every head converged on both (a head stopped on one rank only
+    would leave the other waiting in DDP's gradient reduction), recall within ``RECALL_GAP``."""
     one, two = probes[1], probes[2]
-    print({k: (v["steps"], v["converged"], v["best_dev_loss"]) for k, v in one.meta["convergence"].items()})
-    print({k: (v["steps"], v["converged"], v["best_dev_loss"]) for k, v in two.meta["convergence"].items()})
-    print(one.accuracy, two.accuracy, np.abs(one.accuracy - two.accuracy).max())
-    np.testing.assert_array_equal(one.confusion.sum(-1), two.confusion.sum(-1))  # the same test positions
+    assert one.states == two.states and not unconverged_heads(one) and not unconverged_heads(two)
+    np.testing.assert_array_equal(one.confusion.sum(-1), two.confusion.sum(-1))
+    gap = np.nanmax(np.abs(one.accuracy - two.accuracy))
+    assert gap < RECALL_GAP, f"2 ranks recall {gap:.4f} away from 1 rank"
