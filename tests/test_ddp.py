@@ -1,11 +1,11 @@
-"""Data-parallel training on CPU (``trainer=ddp_cpu``: 2 processes over gloo), end to end.
+"""Data-parallel training and probing on CPU (``trainer=ddp_cpu``: 2 processes over gloo), end to end.
 
 Each rank reads its own streams (``StreamBatches``: rank r takes streams r·B … (r+1)·B - 1 of
 the split cut into 2·B) and carries its own recurrent state, so 2 ranks of half the batch read
 the streams of a 1-rank run and, DDP averaging the ranks' gradients, take the same steps: the
 two runs differ by rounding only. What rank 0 logs is over every rank's positions. The same
 ranks started as the tasks of a Slurm job (``hydra/launcher=slurm``) train alike. Resuming a
-killed 2-rank run: tests/test_resume.py.
+killed 2-rank run: tests/test_resume.py. The MLP probe on 2 ranks: at the end.
 """
 
 from __future__ import annotations

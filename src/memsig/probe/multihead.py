@@ -34,6 +34,12 @@ baseline itself is scored as the state ``backward``, so the conditional memory
 ``CE(backward) − CE(given:<state>)`` (:meth:`~memsig.probe.signature.Signature.conditional_bits`)
 compares two decoders on exactly the same positions and blocks.
 
+**Several processes** (Lightning DDP, cached states). Rank 0 caches the states while the others
+wait, then every rank reads the same cache; each rank takes its share of every training
+minibatch, dev check and test pass. Gradients, dev losses and test counts are those of the whole
+minibatch, dev sample and test split (DDP averages the gradients; the dev and test sums are summed
+over ranks), so every rank takes the same stopping decisions and builds the same signature.
+
 **Test.** Each head set is scored on every test position with its best weights: confusion
 matrices and cross-entropy, plus per-block counts and cross-entropy sums (a block: ``block_len``
 consecutive symbols of one stream) that the signature's block bootstrap resamples.
