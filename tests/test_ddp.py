@@ -14,6 +14,7 @@ import csv
 import json
 import socket
 import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,8 +24,12 @@ import pytest
 from test_resume import DDP, _assert_same_run, _env, _probe_cmd, _run, _train_cmd
 
 from memsig.models import CharLM, load_model
+from memsig.models.delay_line import DelayLine
+from memsig.probe import RidgeProbe
 from memsig.probe.multihead import unconverged_heads
 from memsig.probe.signature import Signature
+from memsig.resolvers import PROJECT_ROOT
+from memsig.vocab import Vocab
 
 from conftest import TINY_RUN, compose_cfg, quiet_trainer
 
@@ -155,3 +160,46 @@ def test_two_rank_probe_measures_the_one_rank_signature(probes: dict[int, Signat
     np.testing.assert_array_equal(one.confusion.sum(-1), two.confusion.sum(-1))
     gap = np.nanmax(np.abs(one.accuracy - two.accuracy))
     assert gap < RECALL_GAP, f"2 ranks recall {gap:.4f} away from 1 rank"
+
+
+# ------------------------------------------------------------ the ridge preview on 2 ranks
+RIDGE = {"lags": [1, 2, 3, 5], "features": 64}  # the delay line's window (k = 3) and beyond it
+RIDGE_RANK = """
+import sys
+import numpy as np
+sys.path[:0] = {paths!r}  # conftest's, as pytest's pythonpath
+from conftest import RandomSymbols
+from memsig.data.text import TextDataModule
+from memsig.models.delay_line import DelayLine
+from memsig.probe import RidgeProbe
+from memsig.probe.quick import ranks
+from memsig.vocab import Vocab
+
+dm = TextDataModule(RandomSymbols(), Vocab(), batch_size=16, seq_len=64)
+sig = RidgeProbe(**{options!r}).fit(DelayLine(Vocab(), k=3), dm)
+assert ranks()[1] == 2, "the ranks did not join one process group"
+np.save(sys.argv[1], sig.confusion)
+"""
+
+
+def test_two_rank_ridge_preview_counts_the_one_rank_confusion(random_dm, tmp_path: Path):
+    """A depth-3 delay line over i.i.d. text through the ridge preview on the 2 ranks ``torchrun``
+    would start (its environment, set here): every confusion count of the 1-process preview."""
+    one = RidgeProbe(**RIDGE).fit(DelayLine(Vocab(), k=3), random_dm)
+    code = RIDGE_RANK.format(paths=[str(PROJECT_ROOT / d) for d in ("tests", "scripts")], options=RIDGE)
+    group = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    outs = [tmp_path / f"rank{k}.npy" for k in range(2)]
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**_env(), **group, "RANK": str(k), "LOCAL_RANK": str(k)},
+        )
+        for k, out in enumerate(outs)
+    ]
+    logs = [t.communicate(timeout=300)[0] for t in tasks]
+    assert [t.returncode for t in tasks] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    for out in outs:
+        np.testing.assert_array_equal(np.load(out), one.confusion)
