@@ -5,7 +5,7 @@ the split cut into 2·B) and carries its own recurrent state, so 2 ranks of half
 the streams of a 1-rank run and, DDP averaging the ranks' gradients, take the same steps: the
 two runs differ by rounding only. What rank 0 logs is over every rank's positions. The same
 ranks started as the tasks of a Slurm job (``hydra/launcher=slurm``) train alike. Resuming a
-killed 2-rank run: tests/test_resume.py. The MLP probe on 2 ranks: at the end.
+killed 2-rank run: tests/test_resume.py. The MLP probe and the ridge preview on 2 ranks: at the end.
 """
 
 from __future__ import annotations
