@@ -309,7 +309,7 @@ class MultiHeadProbe(L.LightningModule):
                 hp.cache_dtype,
                 hp.cache_dir,
                 hp.block_len,
-                progress=self.trainer.global_rank == 0,
+                progress=self._rank == 0,
             )
 
         train = self._cache["train"]
