@@ -34,6 +34,12 @@ baseline itself is scored as the state ``backward``, so the conditional memory
 ``CE(backward) − CE(given:<state>)`` (:meth:`~memsig.probe.signature.Signature.conditional_bits`)
 compares two decoders on exactly the same positions and blocks.
 
+**Several processes** (Lightning DDP, cached states). Rank 0 caches the states while the others
+wait, then every rank reads the same cache; each rank takes its share of every training
+minibatch, dev check and test pass. Gradients, dev losses and test counts are those of the whole
+minibatch, dev sample and test split (DDP averages the gradients; the dev and test sums are summed
+over ranks), so every rank takes the same stopping decisions and builds the same signature.
+
 **Test.** Each head set is scored on every test position with its best weights: confusion
 matrices and cross-entropy, plus per-block counts and cross-entropy sums (a block: ``block_len``
 consecutive symbols of one stream) that the signature's block bootstrap resamples.
@@ -246,13 +252,49 @@ class MultiHeadProbe(L.LightningModule):
 
     # ------------------------------------------------------------------ data
     def attach(self, datamodule: Any) -> None:
-        """Cache (or prepare to stream) the splits of ``datamodule`` for this probe, once every lag
-        is known to have targets in each split (:func:`~memsig.probe.targets.check_lag_reach`)."""
-        hp = self.hparams
-        check_lag_reach(datamodule, hp.lags, hp.target)
+        """Read the splits of ``datamodule`` once every lag is known to have targets in each split
+        (:func:`~memsig.probe.targets.check_lag_reach`); the states are cached when the fit starts
+        (:meth:`setup`)."""
+        check_lag_reach(datamodule, self.hparams.lags, self.hparams.target)
         self._datamodule = datamodule
-        if not hp.cache:
+
+    def setup(self, stage: str) -> None:
+        """Cache the splits (once per fit). Under DDP rank 0 builds the caches while the others wait,
+        then every rank opens the same folders memory-mapped: one model pass over each split, and
+        every rank reads the same positions (each takes its share of every minibatch, dev check and
+        test pass: :meth:`_share`)."""
+        if not self.hparams.cache:
+            if self._world > 1:
+                raise ValueError("a probe on several processes (DDP) needs cached states: set probe.cache=true")
             return
+        if self._cache:
+            return
+        if self._rank == 0:
+            self._build_caches()
+        self.trainer.strategy.barrier("probe state cache")
+        if self._rank != 0:
+            self._build_caches()
+
+    @property
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def _world(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _share(self, positions: Tensor) -> Tensor:
+        """This rank's share ``[≈N / ranks]`` of ``positions`` ``[N]`` (all of them on one process)."""
+        return positions[self._rank :: self._world]
+
+    def _summed(self, t: Tensor) -> Tensor:
+        """``t`` summed over the ranks (itself on one process): the same tensor on every rank."""
+        if self._world == 1:
+            return t
+        return self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").to(t.device)
+
+    def _build_caches(self) -> None:
+        hp, datamodule = self.hparams, self._datamodule
         specs = list(self.probed)
         for split in ("train", "dev", "test"):
             self._cache[split] = cached_split(
@@ -267,7 +309,7 @@ class MultiHeadProbe(L.LightningModule):
                 hp.cache_dtype,
                 hp.cache_dir,
                 hp.block_len,
-                progress=True,
+                progress=self._rank == 0,
             )
 
         train = self._cache["train"]
@@ -302,12 +344,12 @@ class MultiHeadProbe(L.LightningModule):
         keep = torch.arange(n)
         if size is not None and size < n:
             keep = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))[:size].sort().values
-        return DataLoader(SpanChunks(keep, 8192), batch_size=None)
+        return DataLoader(SpanChunks(self._share(keep), 8192), batch_size=None)
 
     def test_dataloader(self) -> DataLoader:
         if not self.hparams.cache:
             return DataLoader(self._datamodule.dataset("test"), batch_size=None)
-        return DataLoader(SpanChunks(torch.arange(len(self._cache["test"])), 8192), batch_size=None)
+        return DataLoader(SpanChunks(self._share(torch.arange(len(self._cache["test"]))), 8192), batch_size=None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._train_loader is not None:
@@ -326,8 +368,8 @@ class MultiHeadProbe(L.LightningModule):
         if self.hparams.cache:
             cache = self._cache[stage]
             idx = batch["positions"].numpy()
-            if stage == "train":
-                idx = np.sort(idx)  # reads the memory map in order
+            if stage == "train":  # this rank's share of the minibatch, read from the memory map in order
+                idx = self._share(torch.from_numpy(np.sort(idx))).numpy()
             feats = {s: self._standardized(s, cache.features(s, idx)) for s in self.probed}
             if self._baseline is not None:
                 feats[BACKWARD] = self._baseline(cache.later[idx]).permute(1, 2, 0).to(self.device)
@@ -421,22 +463,35 @@ class MultiHeadProbe(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         feats, y, v, _, _ = self._features(batch, "train")
+        counts = self._minibatch_counts(batch, v)
         total, terms = 0.0, 0
         for (s, _, _), heads in zip(self.groups, self.heads):
             active = (~heads.converged).nonzero().squeeze(1)
             if len(active) == 0:
+                if self._world > 1:  # DDP reduces every parameter's gradient: a stopped set's are zeros
+                    total = total + 0.0 * sum(p.sum() for p in heads.parameters())
                 continue
-            ce, n = self._head_losses(self._logits(s, heads, feats, active), y[:, active], v[:, active])
-            total = total + (ce / n.clamp(min=1)).sum()
+            ce = self._head_ce(self._logits(s, heads, feats, active), y[:, active], v[:, active]).sum(1)
+            total = total + (ce / counts[active].clamp(min=1)).sum()
             terms += len(active)
             heads.steps[active] += 1
         if terms == 0:  # every head converged: the stopping check ends the fit
             return None
-        loss = total / terms
+        # DDP averages the ranks' gradients: this rank's share of the minibatch's mean losses, times
+        # the ranks, so their average is the gradient of one process reading the whole minibatch
+        loss = total / terms * self._world
         if not torch.isfinite(loss):
             raise FloatingPointError(f"probe loss is {loss.item()} at step {self.global_step}: lower probe.lr")
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _minibatch_counts(self, batch: dict[str, Any], v: Tensor) -> Tensor:
+        """``[K]`` targets per lag in the whole training minibatch: this rank's ``v`` ``[N, K]`` on
+        one process, else read from the cache's labels of every rank's share."""
+        if self._world == 1:
+            return v.sum(0).float()
+        _, whole = self._cache["train"].labels(np.sort(batch["positions"].numpy()))
+        return whole.sum(0).float().to(self.device)
 
     def on_validation_epoch_start(self) -> None:
         k = len(self.hparams.lags)
@@ -456,7 +511,8 @@ class MultiHeadProbe(L.LightningModule):
                 self._eval["n"][g, active] += n
 
     def on_validation_epoch_end(self) -> None:
-        dev = self._eval["ce"] / self._eval["n"]  # NaN where a head was not evaluated
+        # over every rank's dev positions, so every rank takes the same stopping decisions
+        dev = self._summed(self._eval["ce"]) / self._summed(self._eval["n"])  # NaN where a head was not evaluated
         hp = self.hparams
         for g, heads in enumerate(self.heads):
             heads.record(
@@ -518,6 +574,9 @@ class MultiHeadProbe(L.LightningModule):
                 self._eval["block_nll"][g].index_add_(0, cell, ce.T[v].double().cpu())
         if sb is not None and sb.next_logits is not None:  # the model's own next-symbol confusion
             self._eval["forward"] += next_symbol_counts(sb).to(self.device)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval = {key: self._summed(t) for key, t in self._eval.items()}  # every rank's test positions
 
     # --------------------------------------------------------------- the result
     def chosen_keep_prob(self) -> float:

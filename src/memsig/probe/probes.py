@@ -29,7 +29,7 @@ from omegaconf import Container, OmegaConf
 
 from memsig.probe.backward import reads_text
 from memsig.probe.multihead import MultiHeadProbe, fit_probe
-from memsig.probe.quick import quick_signature
+from memsig.probe.quick import join_ranks, quick_signature
 from memsig.probe.signature import Signature
 from memsig.probe.targets import check_lags
 from memsig.states import StateSource
@@ -136,6 +136,9 @@ class RidgeProbe:
     def fit(
         self, source: StateSource, datamodule: Any, *, meta: dict[str, Any] | None = None, progress: bool = True
     ) -> Signature:
+        """The signature; on the ranks ``torchrun`` started, each takes its share of every batch's
+        positions and the sums are over all of them (:func:`~memsig.probe.quick.quick_signature`)."""
+        join_ranks()
         return quick_signature(source, datamodule, meta=meta, **self.options)
 
 

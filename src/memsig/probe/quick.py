@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -140,6 +141,36 @@ def _batches(
         yield sb, targets.flatten(0, 1), valid.flatten(0, 1)
 
 
+def join_ranks() -> None:
+    """Join the process group of the ranks ``torchrun`` started (``WORLD_SIZE`` > 1 in the
+    environment; gloo), once; a process started alone stays alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+
+
+def ranks() -> tuple[int, int]:
+    """This process's rank and the number of ranks: torch.distributed's once its process group is
+    initialised, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _summed(t: Tensor) -> Tensor:
+    """``t`` summed over the ranks (itself on one process): the same tensor on every rank."""
+    if ranks()[1] == 1:
+        return t
+    on = t.cpu()  # gloo
+    dist.all_reduce(on)
+    return on.to(t.device)
+
+
+def _share(idx: Tensor) -> Tensor:
+    """This rank's share ``[≈N / ranks]`` of the positions ``idx`` ``[N]`` (all of them on one process)."""
+    rank, world = ranks()
+    return idx[rank::world]
+
+
 def _state(sb: StateBatch, spec: str) -> Tensor:
     """``[B·T, D]`` the probed state (parts of ``a+b`` concatenated; ``random:a+b``: of the control)."""
     return torch.cat([sb.states[p] for p in state_parts(spec)], -1).flatten(0, 1)
@@ -194,16 +225,17 @@ def train_moments(
             raise ValueError("quick_signature needs padding only at the end of each row")
         idx = m.nonzero().squeeze(1)
         idx = idx[_sample(len(idx), train_positions, gen, idx.device)]  # the sampled real positions
-        hist, after, y, v = hist[idx], after[idx], y[idx], v[idx]
+        mine = _share(idx)  # this rank's part of the moments (every rank draws the same sample)
+        hist, after, y, v = hist[mine], after[mine], y[mine], v[mine]
         below = torch.searchsorted(back.to(hist.device), hist, right=True)  # i: δ_{i-1} ≤ history < δ_i
         short = torch.searchsorted(ahead.to(after.device), after, right=True)
         levels = [below == i for i in range(len(back))] + [short == i for i in range(len(ahead))]
         onehot = (F.one_hot(y, c).float() * v[..., None]).flatten(1)  # [N, K·C]
         for s in states:
-            x = _state(sb, s)[idx]
+            x = _state(sb, s)
             if s not in phi:
-                phi[s] = ReLUFeatures(x, features, seed)
-            f = phi[s](x)
+                phi[s] = ReLUFeatures(x[idx], features, seed)
+            f = phi[s](x[mine])
             d = f.shape[1]
             if s not in gram:
                 gram[s], corr[s], cross[s] = (
@@ -216,6 +248,8 @@ def train_moments(
             for jj, sel in enumerate(levels):
                 if sel.any():
                     corr[s][jj] += (f[sel].T @ f[sel]).double()
+    for moment in (gram, corr, cross):  # over every rank's positions
+        moment.update({s: _summed(m) for s, m in moment.items()})
     moments = {
         s: (
             gram[s] - torch.einsum("kj,jde->kde", excluded.to(gram[s].device), corr[s]),
@@ -401,16 +435,19 @@ def quick_signature(
     for sb, y, v in _batches(source, datamodule, "dev", lags, common_positions, max_eval_batches):
         idx = v.any(-1).nonzero().squeeze(1)
         idx = idx[_sample(len(idx), DEV_SAMPLE, gen, idx.device)]
-        y, v = y[idx], v[idx]  # [N, K]
-        dev_n += v.sum(0).cpu()
         n_cal = min(len(idx), CALIBRATION_SAMPLE, CALIBRATION_MAX - sum(map(len, held_y))) if calibrate else 0
-        held_y.append(y[:n_cal])
-        held_v.append(v[:n_cal])
+        held_y.append(y[idx[:n_cal]])  # every rank keeps the whole calibration sample
+        held_v.append(v[idx[:n_cal]])
+        mine = _share(idx)  # λ is scored on this rank's share of the sample
+        y, v = y[mine], v[mine]  # [N, K]
+        dev_n += v.sum(0).cpu()
         for s in states:
-            x = _state(sb, s)[idx]
-            held[s].append(x[:n_cal])
-            z = (phi[s](x) @ flat[s]).view(len(idx), k, len(ridge), c)  # [N, K, L, C]
+            x = _state(sb, s)
+            held[s].append(x[idx[:n_cal]])
+            z = (phi[s](x[mine]) @ flat[s]).view(len(mine), k, len(ridge), c)  # [N, K, L, C]
             correct[s] += ((z.argmax(-1) == y[..., None]) & v[..., None]).sum(0).cpu()
+    dev_n = _summed(dev_n)
+    correct = {s: _summed(n) for s, n in correct.items()}
     best = {s: correct[s].argmax(1) for s in states}  # λ index per lag
     chosen = {s: weights[s][ar, best[s]].float() for s in states}  # [K, D'+1, C]
     n_held = sum(map(len, held_y))
@@ -425,15 +462,16 @@ def quick_signature(
     ce = torch.zeros(len(states), k, dtype=F64)
     forward = torch.zeros(c * c, dtype=torch.long)
     for sb, y, v in _batches(source, datamodule, "test", lags, common_positions, max_eval_batches):
-        idx = v.any(-1).nonzero().squeeze(1)
+        idx = _share(v.any(-1).nonzero().squeeze(1))
         y, v = y[idx].T, v[idx].T
         for i, s in enumerate(states):
             z = torch.einsum("nd,kdc->knc", phi[s](_state(sb, s)[idx]), chosen[s]).double()
             z = scale[s].to(z.device)[:, None] * z + offset[s].to(z.device)[:, None]
             ce[i] += _nll(z, y, v).cpu()
             confusion[i] += confusion_counts(z.argmax(-1).T, y.T, v.T, c).cpu()
-        if sb.next_logits is not None:
+        if sb.next_logits is not None:  # every rank reads every batch: no sum over ranks
             forward += next_symbol_counts(sb)
+    ce, confusion = _summed(ce), _summed(confusion)
     if prior is None:
         prior = label_prior(datamodule.ids("train"), c, "symbol")
     conf = confusion.view(len(states), k, c, c).numpy()
