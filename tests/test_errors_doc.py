@@ -30,7 +30,7 @@ from memsig.probe.targets import resolve_probe
 from memsig.report import Study, write_report, write_static
 from memsig.report.study import StudySettings
 from memsig.resolvers import PROJECT_ROOT
-from memsig.tasks.probe import convergence_warning, refuse_vocab
+from memsig.tasks.probe import convergence_warning, refuse_vocab, write_gradients
 from memsig.tasks.rundir import claim_run_dir
 from memsig.vocab import Vocab
 
@@ -231,6 +231,9 @@ TRIGGERS: dict[str, Callable[[Path], str]] = {
     ),
     "ValueError: probe state … is not exposed by the model; it has […]": lambda tmp: raised(
         lambda: resolve_probe(DelayLine(Vocab(), 2), ["layer1.c"], [1])
+    ),
+    "TypeError: … exposes no input embedding (embed, embedded_states; see memsig.states.GradientSource): state gradients need it; run without gradients=...": (
+        lambda tmp: raised(lambda: write_gradients(OmegaConf.create({}), DelayLine(Vocab(), 2), _dm(), None, tmp, []))
     ),
     "TypeError: the MLP probe has no option …; it takes: …": lambda tmp: raised(lambda: MLPProbe(depth=2)),
     "ValueError: probe.lags must be a list of integers; got …: e.g. 'probe.lags=[1,2,3]'…": lambda tmp: raised(
