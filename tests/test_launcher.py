@@ -177,8 +177,9 @@ def test_ddp_on_several_nodes_asks_slurm_for_one_task_per_device(tmp_path: Path,
     task = {"SLURM_PROCID": "6", "SLURM_LOCALID": "2", "SLURM_NODEID": "1", "SLURM_NODELIST": "gpu[07-08]"}
     for key, value in {**job, **task}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MASTER_ADDR", raising=False)
-    monkeypatch.delenv("MASTER_PORT", raising=False)
+    for key in ("MASTER_ADDR", "MASTER_PORT"):  # unset here; SLURMEnvironment writes them into os.environ,
+        monkeypatch.setenv(key, "")  # so they are recorded first and removed again after the test (a stale
+        monkeypatch.delenv(key)  # MASTER_ADDR=gpu07 made later DDP runs wait for a host that is not there)
     env.validate_settings(num_devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes)
     assert (env.world_size(), env.global_rank(), env.local_rank(), env.node_rank()) == (8, 6, 2, 1)
     assert env.creates_processes_externally and env.main_address == "gpu07"  # every task meets at node 0
