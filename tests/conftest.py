@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -76,6 +77,19 @@ TINY_RUN = [
     "callbacks=model_checkpoint",
     "logger=csv",
 ]
+
+
+def lm_batch(inputs: torch.Tensor, carry: bool = False, start: int = 0) -> dict[str, Any]:
+    """A language-model batch of ``inputs`` ``[B, T]``: every position real, the stream's history
+    starting at ``start``, the targets the inputs shifted by one (wrapping), ``carry`` as given."""
+    b, t = inputs.shape
+    return {
+        "inputs": inputs,
+        "targets": inputs.roll(-1, 1),
+        "mask": torch.ones(b, t, dtype=torch.bool),
+        "history": torch.arange(start, start + t).expand(b, t),
+        "carry": carry,
+    }
 
 
 def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:

@@ -12,23 +12,13 @@ from memsig.models.checkpoint import CheckpointError, check_compatible, load_mod
 from memsig.states import StateBatch, StateSource
 from memsig.vocab import Vocab, VocabMismatchError
 
+from conftest import lm_batch as batch
 from conftest import quiet_trainer
 
 
 def make(cell="lstm", layers=2, **kw) -> CharLM:
     torch.manual_seed(0)
     return CharLM(Vocab(), cell=cell, num_layers=layers, hidden_size=24, embedding_size=8, **kw)
-
-
-def batch(inputs: torch.Tensor, carry: bool = False, start: int = 0) -> dict:
-    b, t = inputs.shape
-    return {
-        "inputs": inputs,
-        "targets": inputs.roll(-1, 1),
-        "mask": torch.ones(b, t, dtype=torch.bool),
-        "history": torch.arange(start, start + t).expand(b, t),
-        "carry": carry,
-    }
 
 
 def test_cell_states_match_a_step_by_step_lstm_cell():

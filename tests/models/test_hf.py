@@ -18,6 +18,7 @@ from memsig.tasks.train import train
 from memsig.vocab import Vocab
 
 from conftest import compose_cfg
+from conftest import lm_batch as batch
 
 TINY = {
     "gpt2": {
@@ -56,17 +57,6 @@ MAX_DIFF = 1e-4
 def make(family: str) -> HFCausalLM:
     torch.manual_seed(0)
     return HFCausalLM(Vocab(), TINY[family]).eval()
-
-
-def batch(inputs: torch.Tensor, carry: bool = False, start: int = 0) -> dict:
-    b, t = inputs.shape
-    return {
-        "inputs": inputs,
-        "targets": inputs.roll(-1, 1),
-        "mask": torch.ones(b, t, dtype=torch.bool),
-        "history": torch.arange(start, start + t).expand(b, t),
-        "carry": carry,
-    }
 
 
 def record_blocks(blocks: nn.ModuleList, into: list[list[torch.Tensor]]) -> list:

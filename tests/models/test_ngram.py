@@ -19,6 +19,7 @@ from memsig.states import StateSource
 from memsig.vocab import Vocab
 
 from conftest import TINY
+from conftest import lm_batch as batch
 
 LAGS = [1, 2, 3, 4, 5]
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors (conftest)
@@ -35,17 +36,6 @@ class SameText(Corpus):
     def load(self) -> Splits:
         segments = lines_of(read_text(TINY))[: self.lines]
         return Splits(segments, segments, segments)
-
-
-def batch(inputs: torch.Tensor, carry: bool = False, start: int = 0) -> dict:
-    b, t = inputs.shape
-    return {
-        "inputs": inputs,
-        "targets": inputs.roll(-1, 1),
-        "mask": torch.ones(b, t, dtype=torch.bool),
-        "history": torch.arange(start, start + t).expand(b, t),
-        "carry": carry,
-    }
 
 
 @pytest.fixture(scope="module")
