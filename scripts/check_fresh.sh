@@ -22,9 +22,9 @@ for target in ${TARGETS:-run test}; do
   (cd "$clone" && make "$target") > "$work/$target.log" 2>&1
   rc=$?
   set -e
-  echo "make $target: exit $rc, $(( $(date +%s) - start )) s (log: $work/$target.log)"
+  echo "make $target at $(git -C "$clone" rev-parse --short HEAD): exit $rc, $(( $(date +%s) - start )) s (log: $work/$target.log)"
   tail -n 3 "$work/$target.log" | sed 's/^/    /'
   [ $rc = 0 ] || status=1
 done
-echo "commit $(git -C "$repo" rev-parse --short HEAD); clones in $work"
+echo "clones in $work"
 exit $status
