@@ -46,6 +46,7 @@ state holds non-linearly; with ``calibrate=False`` it under-recalls rare symbols
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -143,9 +144,17 @@ def _batches(
 
 def join_ranks() -> None:
     """Join the process group of the ranks ``torchrun`` started (``WORLD_SIZE`` > 1 in the
-    environment; gloo), once; a process started alone stays alone."""
+    environment; gloo), once; a process started alone stays alone. The group is destroyed at exit
+    (as Lightning does for its own): left to interpreter shutdown, gloo's worker threads can abort
+    the process (SIGABRT, "terminate called without an active exception") after its work is done."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")
+        atexit.register(_leave_ranks)
+
+
+def _leave_ranks() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def ranks() -> tuple[int, int]:
