@@ -13,6 +13,7 @@ import yaml
 from memsig.export.lstmvis import SYMBOL_CLASSES, encode_text, state_type, write_lstmvis
 from memsig.models.char_lm import CharLM
 from memsig.models.delay_line import DelayLine
+from memsig.models.hf import HFCausalLM
 from memsig.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
@@ -102,6 +103,17 @@ def test_symbol_class_track(export):
     for symbol, want in {"f": "letter", "#": "digit", " ": "space", ",": "punctuation", "'": "punctuation"}.items():
         at = words == alphabet.index(symbol)
         assert at.any() and (track[at] == SYMBOL_CLASSES.index(want)).all()
+
+
+def test_a_hugging_face_lm_exports_the_states_of_one_long_run(tmp_path: Path):
+    """Through the same interface: xLSTM's matrix memory carried from window to window."""
+    torch.manual_seed(0)
+    config = {"model_type": "xlstm", "hidden_size": 64, "qk_dim_factor": 1.0, "num_heads": 4, "num_hidden_layers": 1}
+    model, ids = HFCausalLM(Vocab(), {**config, "autocast_kernel_dtype": "float32"}).eval(), encode_text(Vocab(), TEXT)
+    folder = write_lstmvis(model, ids, tmp_path / "vis", states=["layer1.C"], seq_len=37)
+    with h5py.File(folder / "states.hdf5", "r") as f:
+        assert list(f) == ["layer1_C"] and f["layer1_C"].shape == (len(ids), model.state_dims["layer1.C"])
+        np.testing.assert_allclose(f["layer1_C"][:], one_run(model, ids)["layer1.C"].numpy(), atol=1e-5, rtol=0)
 
 
 def test_states_equal_one_long_run(export):

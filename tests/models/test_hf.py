@@ -9,11 +9,12 @@ from torch import nn
 from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.models.xlstm.modeling_xlstm import xLSTMCache
 
+from memsig.analysis.state_gradients import jacobians, state_gradients
 from memsig.models import load_model
 from memsig.models.hf import HFCausalLM
 from memsig.probe.probes import RidgeProbe
 from memsig.report.study import describe_model
-from memsig.states import StateBatch, StateSource
+from memsig.states import GradientSource, StateBatch, StateSource
 from memsig.tasks.train import train
 from memsig.vocab import Vocab
 
@@ -182,6 +183,35 @@ def test_a_recurrent_network_carries_its_state_across_windows(family, one_thread
     carried = lm._carried["states"]
     for a, b in zip(lm._unpack_carried(lm._pack_carried(carried)), carried):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_state_gradients_differentiate_the_states_of_the_window_after_its_context(family, one_thread):
+    """``embedded_states`` from the embeddings, after a context run without gradient, gives the
+    states of context and window run as one (every row of its replicas alike), and the Jacobians
+    state gradients take in chunks of units are those of autograd over each window."""
+    lm = make(family)
+    ids = torch.randint(0, len(lm.vocab), (60,), generator=torch.Generator().manual_seed(2))
+    context, window = ids[None, 10:18].expand(2, -1), ids[None, 18:23].expand(2, -1)
+    whole = lm.states(batch(torch.cat([context, window], dim=1)))
+    after = lm.embedded_states(lm.embed(window).repeat(3, 1, 1), context, repeat=3)
+    for name in lm.state_names:
+        assert (after[name] - whole.states[name][:, 8:].repeat(3, 1, 1)).abs().max() < MAX_DIFF, name
+    assert isinstance(lm, GradientSource)
+    names, lags, warm = lm.state_names[-2:], 3, 4
+    positions = torch.tensor([20, 41])
+    jac, inputs = jacobians(lm, ids, positions, lags, warm, names, chunk=5, mode="reverse")
+    for n, t in enumerate(positions.tolist()):
+        ctx, win = ids[None, t - lags - warm : t - lags], ids[None, t - lags : t + 1]
+        assert inputs[n].tolist() == win[0].flip(0).tolist()
+        for name in names:
+            full = torch.autograd.functional.jacobian(
+                lambda e, name=name, ctx=ctx: lm.embedded_states(e, ctx)[name][0, -1], lm.embed(win).detach()
+            )[:, 0]  # [D, W, E]
+            for delta in range(lags + 1):
+                torch.testing.assert_close(jac[name][n, delta], full[:, lags - delta], atol=1e-5, rtol=1e-4)
+    grad = state_gradients(lm, ids, lags=lags, positions=6, batch=3, warmup=warm, states=names)
+    assert grad.states == names and (grad.norm[:, 0] > 0).all()  # every state depends on the last input
 
 
 def test_the_transformer_sees_one_window():

@@ -18,10 +18,12 @@ class HFNet(nn.Module):
     returns its states by name (``state_names``, ``state_dims``).
 
     A subclass sets ``state_names`` and ``state_dims`` and implements :attr:`blocks` and
-    :meth:`forward` (and, with a recurrent state, :meth:`zero_state`)."""
+    :meth:`run_embedded` (and, with a recurrent state, :meth:`zero_state`; without, it sets
+    ``recurrent = False``)."""
 
     state_names: list[str]
     state_dims: dict[str, int]
+    recurrent = True  # the state is carried from window to window (see :meth:`zero_state`)
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
@@ -42,6 +44,11 @@ class HFNet(nn.Module):
         (a recurrent network carries its state, so it sees all of it)."""
         return history
 
+    def embed(self, inputs: Tensor) -> Tensor:
+        """``[B, T, E]`` the input embeddings of symbol ids ``[B, T]``: rows of the model's embedding
+        table, before any scaling or position embedding (those belong to :meth:`run_embedded`)."""
+        return self.model.get_input_embeddings()(inputs)
+
     def forward(
         self, inputs: Tensor, state: list[LayerState] | None = None, return_states: bool = False
     ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
@@ -50,4 +57,10 @@ class HFNet(nn.Module):
         Returns the logits ``[B, T, V]`` of the next symbol, the final state, and (with
         ``return_states``, else empty) the states ``[B, T, D]`` by name.
         """
+        return self.run_embedded(self.embed(inputs), state, return_states)
+
+    def run_embedded(
+        self, emb: Tensor, state: list[LayerState] | None = None, return_states: bool = False
+    ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
+        """:meth:`forward` from the input embeddings ``emb`` ``[B, T, E]`` (:meth:`embed`)."""
         raise NotImplementedError

@@ -51,14 +51,14 @@ class Griffin(HFNet):
             for _ in self.blocks
         ]
 
-    def forward(
-        self, inputs: Tensor, state: list[LayerState] | None = None, return_states: bool = False
+    def run_embedded(
+        self, emb: Tensor, state: list[LayerState] | None = None, return_states: bool = False
     ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
         # the RG-LRU resets where its position is 0: at the first symbol of a fresh state only
-        positions = torch.arange(inputs.shape[1], device=inputs.device).expand_as(inputs) + (state is not None)
-        state = state if state is not None else self.zero_state(inputs.shape[0])
+        positions = torch.arange(emb.shape[1], device=emb.device).expand(emb.shape[:2]) + (state is not None)
+        state = state if state is not None else self.zero_state(emb.shape[0])
         body = self.model.model
-        h = body.embed_tokens(inputs) * body.normalizer.type(body.embed_tokens.weight.dtype)
+        h = emb * body.normalizer.type(emb.dtype)
         final, states = [], {}
         for i, layer in enumerate(self.blocks):
             block, (conv_prev, lru_prev) = layer.temporal_block, state[i]

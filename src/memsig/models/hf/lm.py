@@ -9,7 +9,8 @@ recurrent state carried from window to window where the network has one.
 State interface (:class:`~memsig.states.StateSource`): ``states(batch)`` gives the network's
 states by name (``layer{l}.residual``, and the family's recurrent state, e.g. ``layer{l}.ssm``),
 ``[B, T, D]``, aligned with ``batch["inputs"]``; ``history`` is what the network has seen (a
-Transformer's window).
+Transformer's window). The states are differentiable in the input embeddings
+(:class:`~memsig.states.GradientSource`: ``embed``, ``embedded_states``), which state gradients read.
 """
 
 from __future__ import annotations
@@ -87,6 +88,27 @@ class HFCausalLM(LMBase):
             self.train(was_training)
         history = self.net.history(batch["history"])
         return StateBatch(out, batch["inputs"], batch["mask"], history, next_logits=logits)
+
+    # ------------------------------------------------------------- gradient source
+    def embed(self, inputs: Tensor) -> Tensor:
+        """``[B, T, E]`` the input embeddings of symbol ids ``[B, T]`` (the embedding table's rows)."""
+        return self.net.embed(inputs)
+
+    def embedded_states(self, emb: Tensor, context: Tensor | None = None, repeat: int = 1) -> dict[str, Tensor]:
+        """States ``[R·B, T, D]`` by name of the embedded inputs ``emb`` ``[R·B, T, E]``, differentiable
+        in ``emb``; row ``r·B + b`` follows the symbols ``context[b]`` (``[B, Tc]``, run once without
+        gradient; R = ``repeat``): a recurrent network starts from the state they leave, the
+        Transformer reads them and the window as one window. Eval mode is the caller's business."""
+        state, prefix = None, emb[:, :0]
+        if context is not None and context.shape[1] > 0:
+            with torch.no_grad():
+                if self.net.recurrent:
+                    _, state, _ = self.net(context)
+                    state = [tuple(t.repeat(repeat, *[1] * (t.dim() - 1)) for t in layer) for layer in state]
+                else:
+                    prefix = self.net.embed(context).repeat(repeat, 1, 1)
+        _, _, states = self.net.run_embedded(torch.cat([prefix, emb], dim=1), state, return_states=True)
+        return {name: s[:, prefix.shape[1] :] for name, s in states.items()}
 
     def kernel_params(self, name: str) -> int:
         """Parameters of the block behind a state ``layer{l}.…`` (the probe's ``width: auto``)."""

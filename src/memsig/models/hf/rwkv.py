@@ -94,11 +94,11 @@ class Rwkv(HFNet):
         wkv = w.new_zeros(batch_size, self.blocks[0].attention.attention_hidden_size)
         return [(shift, shift, wkv, wkv, wkv + NO_EXPONENT) for _ in self.blocks]
 
-    def forward(
-        self, inputs: Tensor, state: list[LayerState] | None = None, return_states: bool = False
+    def run_embedded(
+        self, emb: Tensor, state: list[LayerState] | None = None, return_states: bool = False
     ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
-        state = state if state is not None else self.zero_state(inputs.shape[0])
-        h = self.model.rwkv.embeddings(inputs)
+        state = state if state is not None else self.zero_state(emb.shape[0])
+        h = emb
         final, states = [], {}
         for i, block in enumerate(self.blocks):
             if i == 0:

@@ -20,6 +20,8 @@ class Transformer(HFNet):
     """``GPT2LMHeadModel`` from ``config``; states ``layer{l}.residual`` ``[B, T, n_embd]``, the
     residual stream after block l (l = 1 nearest the input; the last before the final norm)."""
 
+    recurrent = False
+
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
         self.state_names = [f"layer{i + 1}.residual" for i in range(len(self.blocks))]
@@ -33,12 +35,12 @@ class Transformer(HFNet):
         """The stream's ``history`` ``[B, T]`` capped at the window: t symbols precede position t."""
         return torch.minimum(history, torch.arange(history.shape[1], device=history.device))
 
-    def forward(
-        self, inputs: Tensor, state: list[LayerState] | None = None, return_states: bool = False
+    def run_embedded(
+        self, emb: Tensor, state: list[LayerState] | None = None, return_states: bool = False
     ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
-        if inputs.shape[1] > self.config.n_positions:
+        if emb.shape[1] > self.config.n_positions:
             raise ValueError(
-                f"a window of {inputs.shape[1]} symbols is longer than the Transformer's context "
+                f"a window of {emb.shape[1]} symbols is longer than the Transformer's context "
                 f"(model.config.n_positions={self.config.n_positions}); raise n_positions or lower data.seq_len"
             )
         states: dict[str, Tensor] = {}
@@ -48,7 +50,7 @@ class Transformer(HFNet):
             if return_states
         ]
         try:
-            logits = self.model(input_ids=inputs, use_cache=False).logits
+            logits = self.model(inputs_embeds=emb, use_cache=False).logits
         finally:
             for hook in hooks:
                 hook.remove()

@@ -112,11 +112,11 @@ class XLSTM(HFNet):
             for _ in self.blocks
         ]
 
-    def forward(
-        self, inputs: Tensor, state: list[LayerState] | None = None, return_states: bool = False
+    def run_embedded(
+        self, emb: Tensor, state: list[LayerState] | None = None, return_states: bool = False
     ) -> tuple[Tensor, list[LayerState], dict[str, Tensor]]:
-        state = state if state is not None else self.zero_state(inputs.shape[0])
-        h = self.model.backbone.embeddings(inputs)
+        state = state if state is not None else self.zero_state(emb.shape[0])
+        h = emb
         final, states = [], {}
         for i, block in enumerate(self.blocks):
             block.mlstm_layer.mlstm_backend.keep = return_states
