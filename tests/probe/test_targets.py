@@ -1,8 +1,12 @@
 """The lag convention at its boundaries."""
 
+import pytest
 import torch
 
-from memsig.probe.targets import LeftContext, bigram_labels, lag_targets
+from memsig.models import CharLM
+from memsig.models.hf import HFCausalLM
+from memsig.probe.targets import LeftContext, bigram_labels, lag_targets, resolve_probe
+from memsig.vocab import Vocab
 
 
 def window(symbols, start=0):
@@ -59,3 +63,21 @@ def test_common_positions_share_one_set():
 
 def test_bigram_labels():
     assert bigram_labels(torch.tensor([[1, 2, 3]]), 10).tolist() == [[12, 23]]
+
+
+def test_states_are_named_by_layer_counted_from_either_end():
+    """A layer name probes its cell state (LSTM), else its first; ``layer-1`` is the top layer of
+    any model, which is how a study of models of different depths names one state for all."""
+    vocab = Vocab()
+    lstm = CharLM(vocab, "lstm", num_layers=3, hidden_size=4, embedding_size=3)
+    gru = CharLM(vocab, "gru", num_layers=2, hidden_size=4, embedding_size=3)
+    mamba = HFCausalLM(vocab, {"model_type": "mamba", "hidden_size": 8, "num_hidden_layers": 4, "state_size": 2})
+    assert resolve_probe(lstm, ["layer-1", "layer-3+layer2.h", "layer1"], [1])[0] == [
+        "layer3.c",
+        "layer1.c+layer2.h",
+        "layer1.c",
+    ]
+    assert resolve_probe(gru, ["layer-1"], [1])[0] == ["layer2.h"]
+    assert resolve_probe(mamba, ["layer-1", "layer-4"], [1])[0] == ["layer4.residual", "layer1.residual"]
+    with pytest.raises(ValueError, match=r"probe state 'layer-3' is not exposed by the model; it has \['layer1.h'"):
+        resolve_probe(gru, ["layer-3"], [1])

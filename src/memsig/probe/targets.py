@@ -24,6 +24,7 @@ ending at each position, :func:`bigram_labels`) work the same way.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,9 +122,14 @@ def check_lag_reach(
 
 
 def _default_state(source: StateSource, name: str) -> str:
-    """``name`` itself if exposed; for a layer name, its ``.c`` state if exposed, else its first."""
+    """``name`` itself if exposed; for a layer name (``layer2``, or counted from the top as Python
+    indexes: ``layer-1`` is the last layer ``layer{l}``), its ``.c`` state if exposed, else its first."""
     if name in source.state_dims:
         return name
+    top = re.fullmatch(r"layer-([1-9][0-9]*)", name)
+    if top:
+        layers = sorted({int(m[1]) for s in source.state_names if (m := re.match(r"layer([0-9]+)\.", s))})
+        name = f"layer{layers[-int(top[1])]}" if int(top[1]) <= len(layers) else name
     parts = [s for s in source.state_names if s.startswith(name + ".")]
     return next((s for s in parts if s.endswith(".c")), parts[0] if parts else name)
 
