@@ -110,8 +110,9 @@ def test_multirun_page_renders_every_figure(browser: str, tmp_path: Path) -> Non
     assert dom.returncode == 0 and not console_errors(dom.stderr), dom.stderr[-2000:]
     html = drawn(dom.stdout, ids)
     assert all('class="main-svg"' in h for h in html.values())
-    assert html[ids[1]].count('class="hm"') == 2  # side by side: one heatmap per model
-    assert html[ids[2]].count('class="hm"') == 1  # the difference map of the one pair
+    assert html[ids[1]].count('class="point"') == 2  # memory against perplexity: one point per model
+    assert html[ids[2]].count('class="hm"') == 2  # side by side: one heatmap per model
+    assert html[ids[3]].count('class="hm"') == 1  # the difference map of the one pair
 
 
 def test_memory_beyond_inference_figures_render(browser: str, tmp_path: Path) -> None:

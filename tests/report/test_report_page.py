@@ -160,7 +160,7 @@ def test_multirun_page_has_models_side_by_side_differences_and_distances(tmp_pat
     page = write_report(sweep, StudySettings(n_boot=50)).read_text()
     assert refs_of(page).refs == []
     figures = figures_of(page)
-    assert list(figures) == ["study/marginal", "study/side_by_side", "study/differences"]
+    assert list(figures) == ["study/marginal", "study/memory", "study/side_by_side", "study/differences"]
     side = figures["study/side_by_side"]
     assert [t.name for t in side.data] == ["32", "64"]
     assert [a.text for a in side.layout.annotations] == ["32 — layer1.c", "64 — layer1.c"]

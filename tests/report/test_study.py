@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from memsig.plots.specs import BITS
+from memsig.probe.signature import Signature
 from memsig.report import Study, StudySettings, study_page, write_page, write_static
 from memsig.report.__main__ import main as report_main
 from memsig.report.page import figures_of
 
-from report_helpers import STATES, write_sweep
+from report_helpers import STATES, conditional_bits_per_lag, with_conditional, write_sweep, write_train_run
 
 
 def rendered(study: Study, out: Path) -> tuple[set[str], dict, list[dict[str, str]]]:
@@ -35,8 +37,9 @@ def test_a_study_of_signature_files_renders_as_the_study_of_their_multirun(tmp_p
     for study, out in ((of_sweep, tmp_path / "sweep_static"), (of_files, tmp_path / "files")):
         names, figures, distances = rendered(study, out)
         assert {"marginal_recall.png", "side_by_side.png", "difference_32_vs_64.png", "models.csv"} <= names
-        assert {"recall.csv", "distances.csv", "report.md", "report.html", "interactive.html"} <= names
-        assert list(figures) == ["study/marginal", "study/side_by_side", "study/differences"]
+        assert {"recall.csv", "memory.csv", "memory_vs_perplexity.png", "distances.csv", "report.md"} <= names
+        assert {"report.html", "interactive.html"} <= names
+        assert list(figures) == ["study/marginal", "study/memory", "study/side_by_side", "study/differences"]
         assert [t.name for t in figures["study/side_by_side"].data] == ["32", "64"]
         assert figures["study/differences"].data[0].name == "32 − 64"
         assert distances == [
@@ -75,3 +78,35 @@ def test_report_py_writes_both_renderings_of_signature_files(tmp_path: Path, cap
     assert [t.name for t in figures["study/differences"].data] == ["large − small"]
     with pytest.raises(SystemExit):
         report_main([str(sweep), "--names", "x", "y"])  # a multirun's models are named by --label
+
+
+def test_memory_against_perplexity_is_in_bits_beyond_inference_where_every_signature_has_them(tmp_path: Path):
+    """Two train runs (test perplexity 4.413 each): their signatures alone give all the state holds
+    (Σ H(prior) − CE over the lags, no interval); with the baseline's decoders, the bits beyond
+    inference built into them, with intervals; one without them puts both back on the first measure."""
+    runs = [write_train_run(tmp_path / name, memory, seed) for name, memory, seed in (("a", 2.0, 0), ("b", 4.0, 1))]
+    plain = [run / "signatures" / "main.npz" for run in runs]
+    given = []
+    for run, path in zip(runs, plain):
+        given.append(with_conditional(Signature.load(path)).save(run / "signatures" / "given.npz"))
+    settings = StudySettings(n_boot=20)
+    rows = Study.from_signatures(plain, ["a", "b"], settings).memory_rows()
+    held = "bits of the past in the state (H(prior) − CE), δ = 1…6"
+    for row, path in zip(rows, plain):
+        sig = Signature.load(path)
+        assert row["state"] == STATES[0] and row["test ppl"] == 4.413 and row["test bits/char"] == 2.142
+        assert row[held] == pytest.approx(sig.info_bits[0].sum(), abs=1e-3) and "low" not in row
+    study = Study.from_signatures(given, ["a", "b"], settings)
+    beyond = f"{BITS}, δ = 1…6"
+    for row in study.memory_rows():
+        assert row[beyond] == pytest.approx(
+            conditional_bits_per_lag(STATES[0]).sum(), abs=0.01
+        )  # blocks of unequal size
+        assert row["low"] < row[beyond] < row["high"]
+    assert study.memory().ylabel == beyond and len(study.memory().notes) == 1
+    mixed = Study.from_signatures([given[0], plain[1]], ["a", "b"], settings).memory_rows()
+    assert [set(r) & {held, beyond} for r in mixed] == [{held}, {held}]
+    names, figures, _ = rendered(study, tmp_path / "out")
+    assert "memory_vs_perplexity.png" in names
+    assert [t.name for t in figures["study/memory"].data] == ["a", "b"]
+    assert figures["study/memory"].data[0].error_y.array[0] > 0

@@ -24,7 +24,7 @@ from matplotlib.colors import to_hex
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from memsig.plots.specs import GRADIENT_CMAP, Curves, Heatmap, Panels, Scale, SignatureMap
+from memsig.plots.specs import GRADIENT_CMAP, PALETTE, Curves, Heatmap, Panels, Points, Scale, SignatureMap
 
 MISSING = "rgb(230,230,230)"  # behind NaN cells (too little support), the grey of the static figures
 TEMPLATE = "plotly_white"
@@ -221,6 +221,33 @@ def _plot_curves(spec: Curves) -> go.Figure:
         fig.update_layout(yaxis_range=list(spec.yrange))
     if spec.zero_line:
         fig.add_hline(y=0, line={"color": "grey", "width": 1})
+    return fig
+
+
+@to_plotly.register
+def _plot_points(spec: Points) -> go.Figure:
+    fig = go.Figure()
+    for i, name in enumerate(spec.names):
+        x, y, low, high = (float(v[i]) for v in (spec.x, spec.y, spec.low, spec.high))
+        interval = math.isfinite(low)
+        fig.add_trace(
+            go.Scatter(
+                x=[round(x, 3)],
+                y=[round(y, 3)],
+                mode="markers+text",
+                text=[name],
+                textposition="top right",
+                name=name,
+                marker={"color": PALETTE[i % len(PALETTE)], "size": 9},
+                error_y={"type": "data", "symmetric": False, "array": [high - y], "arrayminus": [y - low]}
+                if interval
+                else None,
+                hovertext=f"{name}: perplexity {x:.3f}, {y:.3f} bits"
+                + (f" [{low:.3f}, {high:.3f}]" if interval else ""),
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(template=TEMPLATE, height=420, xaxis_title=spec.xlabel, yaxis_title=spec.ylabel, margin={"t": 30})
     return fig
 
 

@@ -134,6 +134,22 @@ class Curves:
 
 
 @dataclass
+class Points:
+    """Labelled points, one per model, each with its vertical 95 % interval ``low``/``high`` (NaN:
+    none), in the palette's colours."""
+
+    names: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    xlabel: str
+    ylabel: str
+    title: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
 class Conditional:
     """Memory beyond inference of a signature's states: bits per lag (curves with interval bands),
     per-cell bits ``[lags, symbols]`` of each real state on one diverging scale, and each state's
@@ -321,6 +337,40 @@ def recall_curves(
     if len(majorities) == 1:  # shared by every signature
         next(c for c in curves if c.group == "majority").name = "majority class"
     return Curves(curves, LAG_AXIS, "recall (%)", "marginal recall per lag", (0.0, 100.0))
+
+
+def memory_bits(sig: Signature, state: str, beyond: bool) -> tuple[float, float, float]:
+    """The memory of ``state`` summed over the lags, in bits, with its 95 % interval: beyond
+    inference (:meth:`~memsig.probe.signature.Signature.conditional_bits`; ``state`` must be one of
+    :attr:`~memsig.probe.signature.Signature.given_states`) if ``beyond``, else all the state holds
+    about the past, ``Σ_{δ ≥ 1} H(prior) − CE`` (no interval: NaN)."""
+    if beyond:
+        c = sig.conditional_bits(state)
+        return c["total"], c["total_low"], c["total_high"]
+    recall = [j for j, lag in enumerate(sig.lags) if lag >= 1]
+    return float(np.nansum(sig.info_bits[sig.index(state), recall])), math.nan, math.nan
+
+
+def memory_points(sigs: dict[str, Signature], states: dict[str, str], perplexity: dict[str, float]) -> Points:
+    """Memory (:func:`memory_bits` of each signature's compared state) against test perplexity, one
+    point per signature with a perplexity: bits beyond inference where every one has them, else all
+    the state holds (one measure for every point)."""
+    names = [n for n in sigs if n in perplexity]
+    beyond = bool(names) and all(states[n] in sigs[n].given_states for n in names)
+    bits = np.array([memory_bits(sigs[n], states[n], beyond) for n in names], dtype=float).reshape(-1, 3)
+    lags = sorted({lag for n in names for lag in sigs[n].lags if lag >= 1})
+    measure = BITS if beyond else "bits of the past in the state (H(prior) − CE)"
+    return Points(
+        names,
+        np.array([perplexity[n] for n in names], dtype=float),
+        bits[:, 0],
+        bits[:, 1],
+        bits[:, 2],
+        "test perplexity",
+        f"{measure}, δ = {lags[0]}…{lags[-1]}" if lags else measure,
+        "memory against perplexity",
+        ("bars: 95 % interval (probe seeds and test blocks)",) if beyond else (),
+    )
 
 
 # ------------------------------------------------------------------------------- differences

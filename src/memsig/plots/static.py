@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 import memsig.plots.specs as specs
 from memsig.data.io import atomic_write_bytes
-from memsig.plots.specs import Conditional, Curves, Heatmap, Panels, Scale, SignatureMap
+from memsig.plots.specs import Conditional, Curves, Heatmap, Panels, Points, Scale, SignatureMap
 from memsig.probe.signature import Signature
 
 CELL = 0.3  # inches per heatmap cell
@@ -173,6 +173,21 @@ def _draw_curves(spec: Curves) -> Figure:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), ncols=math.ceil(entries / 22))
     else:
         ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+@to_matplotlib.register
+def _draw_points(spec: Points) -> Figure:
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for i, name in enumerate(spec.names):
+        x, y, low, high = (float(v[i]) for v in (spec.x, spec.y, spec.low, spec.high))
+        bar = [[y - low], [high - y]] if math.isfinite(low) else None
+        ax.errorbar(x, y, yerr=bar, fmt="o", color=specs.PALETTE[i % len(specs.PALETTE)], capsize=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xlabel=spec.xlabel, ylabel=spec.ylabel, title=spec.title)
+    ax.grid(alpha=0.3)
+    _notes(fig, spec.notes)
     return fig
 
 

@@ -303,7 +303,7 @@ def _run_page(run: RunResults) -> Page:
 
 def study_page(study: Study) -> Page:
     """The interactive page of a :class:`~memsig.report.study.Study` (a multirun or signature files):
-    models, recall, signatures side by side, difference maps and distances."""
+    models, recall, memory against perplexity, signatures side by side, difference maps and distances."""
     sigs = study.signatures
     page = Page(study.title)
     _intro(page, f"{study.origin}:", study.paths)
@@ -317,6 +317,15 @@ def study_page(study: Study) -> Page:
         to_plotly(study.curves()),
         "Overall recall per lag of every model and probed state; dotted grey: the majority class.",
     )
+    memory = study.memory_rows()
+    if memory:
+        page.heading("Memory against perplexity")
+        page.table(memory)
+        page.figure(
+            "study/memory",
+            to_plotly(study.memory()),
+            f"{study.memory().ylabel}, each model's compared state, against its test perplexity.",
+        )
     page.heading("Signatures side by side")
     page.text(
         f"{HEATMAP_NOTE.format(min_support=max(s.min_support for s in sigs.values()))} Shown: the compared "

@@ -3,9 +3,12 @@
 - ``marginal_recall``: overall recall per lag of every model and probed state in one figure;
 - ``side_by_side``: each signature's per-symbol recall (its compared state) on one scale;
 - ``difference_<a>_vs_<b>``: the difference map of each of the study's pairs (red = a better);
-- ``models.csv``, ``recall.csv`` and ``distances.csv``: perplexities, parameters, wall times;
-  overall recall at a few lags; pairwise signature distances with bootstrap intervals and the lags
-  each was measured on (and those left out: in one signature only);
+- ``memory_vs_perplexity``: each model's memory in bits (beyond inference where every signature
+  has it) against its test perplexity, where its train run is known;
+- ``models.csv``, ``recall.csv``, ``memory.csv`` and ``distances.csv``: perplexities, parameters,
+  wall times; overall recall at a few lags; the memory figure's points; pairwise signature
+  distances with bootstrap intervals and the lags each was measured on (and those left out: in one
+  signature only);
 - ``report.md`` and ``report.html``: all of it on one page (static images).
 
 The figures are drawn with matplotlib from the same specifications as the interactive page's
@@ -53,6 +56,11 @@ def write_static(study: Study, out: str | Path, formats: Sequence[str] = ("png",
     sections.append(("Marginal recall per lag of every model and probed state", "marginal_recall.png"))
     save_figure(to_matplotlib(study.panels()), out / "side_by_side", tuple(formats))
     sections.append(("Per-symbol recall (the compared state of each signature), one colour scale", "side_by_side.png"))
+    memory = study.memory_rows()
+    if memory:
+        atomic_write_bytes(out / "memory.csv", csv_bytes(memory))
+        save_figure(to_matplotlib(study.memory()), out / "memory_vs_perplexity", tuple(formats))
+        sections += [("Memory against perplexity", memory), ("Memory against perplexity", "memory_vs_perplexity.png")]
     for (a, b), spec in zip(study.pairs, study.differences()):
         save_figure(to_matplotlib(spec), out / _stem(a, b), tuple(formats))
         sections.append((f"{a} − {b}: red = {a} recalls better, blue = {b} better", f"{_stem(a, b)}.png"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -151,6 +152,12 @@ class Model:
     signatures: dict[str, Signature] = field(default_factory=dict)
 
 
+def _named(model: Model) -> dict[str, Signature]:
+    """A model's signatures by their name in a study: ``main`` is the model's name, another ``k``
+    is ``<model> [k]``."""
+    return {(model.name if k == "main" else f"{model.name} [{k}]"): s for k, s in model.signatures.items()}
+
+
 def _model(name: str, run_dir: Path, result: dict[str, Any], signatures: dict[str, Signature]) -> Model:
     """A model from its train run's ``metrics.json`` contents (``{}``: none known)."""
     return Model(
@@ -189,7 +196,7 @@ class Study:
         """The study of ``models``: their signatures named, the state compared and the pairs chosen as
         ``settings`` says (``title``: used when ``settings`` has none). ValueError where a signature lacks
         the state asked for."""
-        sigs = {(m.name if k == "main" else f"{m.name} [{k}]"): s for m in models for k, s in m.signatures.items()}
+        sigs = {name: s for m in models for name, s in _named(m).items()}
         asked = [(a, b) for a, b in settings.differences]
         for a, b in asked:
             if a not in sigs or b not in sigs:
@@ -321,6 +328,27 @@ class Study:
     def recall_rows(self) -> list[dict[str, Any]]:
         """:func:`recall_rows` of every signature."""
         return recall_rows(self.signatures)
+
+    def memory(self) -> specs.Points:
+        """Each signature's memory (its compared state, summed over the lags) against the test
+        perplexity of its model, where known (:func:`~memsig.plots.specs.memory_points`)."""
+        ppl = {n: m.metrics["test/ppl"] for m in self.models if "test/ppl" in m.metrics for n in _named(m)}
+        return specs.memory_points(self.signatures, self.states, ppl)
+
+    def memory_rows(self) -> list[dict[str, Any]]:
+        """:meth:`memory` as a table: one row per point, its interval where it has one."""
+        points = self.memory()
+        return [
+            {
+                "signature": name,
+                "state": self.states[name],
+                "test ppl": round(float(x), 3),
+                "test bits/char": round(math.log2(float(x)), 3),
+                points.ylabel: round(float(y), 3),
+                **({"low": round(float(lo), 3), "high": round(float(hi), 3)} if math.isfinite(lo) else {}),
+            }
+            for name, x, y, lo, hi in zip(points.names, points.x, points.y, points.low, points.high)
+        ]
 
     def curves(self) -> specs.Curves:
         """Overall recall per lag of every signature and probed state, with the majority rate."""
