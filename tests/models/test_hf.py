@@ -12,6 +12,7 @@ from transformers.models.xlstm.modeling_xlstm import xLSTMCache
 from memsig.analysis.state_gradients import jacobians, state_gradients
 from memsig.models import load_model
 from memsig.models.hf import HFCausalLM
+from memsig.models.hf.mamba import SelectiveScan
 from memsig.probe.probes import RidgeProbe
 from memsig.report.study import describe_model
 from memsig.states import GradientSource, StateBatch, StateSource
@@ -167,6 +168,17 @@ def test_every_step_states_equal_the_generation_path(family, one_thread):
     own.load_state_dict(lm.net.model.state_dict())
     assert (own(inputs, use_cache=False).logits - logits).abs().max() < MAX_DIFF  # its own forward
     assert lm.kernel_params("layer2.residual") == sum(p.numel() for p in lm.net.blocks[1].parameters())
+
+
+def test_the_selective_scans_hand_written_backward_is_the_gradient():
+    """Mamba's scan (:class:`SelectiveScan`) against finite differences, float64, every input."""
+    gen = torch.Generator().manual_seed(0)
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, dtype=torch.float64, generator=gen)
+
+    dt, dtx, bs, a, s0 = draw(2, 5, 3).abs(), draw(2, 5, 3), draw(2, 5, 2), -draw(3, 2).abs(), draw(2, 3, 2)
+    assert torch.autograd.gradcheck(SelectiveScan.apply, tuple(x.requires_grad_() for x in (dt, dtx, bs, a, s0)))
 
 
 @pytest.mark.parametrize("family", ["mamba", "rwkv", "recurrent_gemma", "xlstm"])
