@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from memsig.models.checkpoint import CheckpointError, check_compatible
@@ -202,3 +206,46 @@ def test_the_attention_guide_penalises_attention_away_from_its_centres() -> None
     assert guide_penalty(on, centres, width) < 1e-3
     assert guide_penalty(stuck, centres, width) > 0.4
     assert guide_penalty(stuck, torch.zeros(1, s + 3), torch.tensor(1.0)) == 0  # stuck where it should be
+
+
+# Two ranks' shares of a dev set: rank 0 holds three utterances in two batches, rank 1 one
+EVAL_SHARES = [
+    [batch_of(["hello world", "abc"], [90, 40], seed=1), batch_of(["the cat"], [60], seed=2)],
+    [batch_of(["a dog"], [50], seed=3)],
+]
+
+
+def _logged_eval_loss(shares: list[list[dict]]) -> float:
+    """The val/loss this process's LAS logs after evaluating ``shares`` (those of its rank)."""
+    torch.manual_seed(0)
+    las = LAS(VOCAB, **TINY).eval()
+    logged: dict[str, torch.Tensor] = {}
+    las.log = lambda name, value, **_: logged.setdefault(name, value)
+    with torch.no_grad():
+        for b in shares:
+            las._evaluate(b, "val")
+    las._log_eval("val")
+    return float(logged["val/loss"])
+
+
+def _rank(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.save(_logged_eval_loss(EVAL_SHARES[rank]), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_log_the_dev_loss_of_every_utterance(tmp_path) -> None:
+    """Under DDP the speech loader deals dev batches round-robin, so ranks hold unequal numbers of
+    utterances: the loss each rank logs is the mean over all ranks' utterances, that of one
+    process reading them all, not the mean of the ranks' means."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(port, str(tmp_path / "loss")), nprocs=2)
+    ranks = [torch.load(tmp_path / f"loss.{r}") for r in range(2)]
+    one = _logged_eval_loss(EVAL_SHARES[0] + EVAL_SHARES[1])
+    means = [_logged_eval_loss(share) for share in EVAL_SHARES]
+    assert abs(sum(means) / 2 - one) > 1e-3  # the shares differ: a mean of means would show
+    assert ranks == pytest.approx([one, one], rel=1e-6)

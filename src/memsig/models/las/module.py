@@ -29,6 +29,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from memsig.models.las.align import attention_centres, ctc_centres, frames_at
@@ -138,7 +139,7 @@ class LAS(L.LightningModule):
                 for m, cls in (("cer", CharErrorRate), ("wer", WordErrorRate), ("ctc_cer", CharErrorRate))
             }
         )
-        self._eval_loss: list[Tensor] = []
+        self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})  # per utterance
 
     # ------------------------------------------------------------------ the network
     def _targets(self, tokens: Tensor, token_lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -247,7 +248,7 @@ class LAS(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         loss, _, encoded = self._losses(batch, 0.0, guide=False)
-        self._eval_loss.append(torch.stack([loss * len(batch["texts"]), loss.new_tensor(len(batch["texts"]))]))
+        self.eval_loss[stage].update(loss, weight=len(batch["texts"]))
         beam = self.hparams.beam_size if stage == "test" else 1
         hyps = self._decode(encoded, batch["feature_lengths"], beam)
         self.metrics[f"{stage}_cer"].update(hyps, batch["texts"])
@@ -258,10 +259,10 @@ class LAS(L.LightningModule):
             self.metrics[f"{stage}_ctc_cer"].update(ctc, batch["texts"])
 
     def _log_eval(self, stage: str) -> None:
-        total = torch.stack(self._eval_loss).sum(0) if self._eval_loss else None
-        self._eval_loss.clear()
-        if total is not None:
-            self.log(f"{stage}/loss", total[0] / total[1], sync_dist=True)
+        # over every rank's utterances (a rank may hold more batches than another): torchmetrics
+        # reduces the weighted sums across ranks in compute(), so rank 0 logs the global mean
+        self.log(f"{stage}/loss", self.eval_loss[stage].compute(), sync_dist=False)
+        self.eval_loss[stage].reset()
         names = ("cer", "wer", "ctc_cer") if self.ctc_head is not None else ("cer", "wer")
         for m in names:
             metric = self.metrics[f"{stage}_{m}"]
