@@ -124,11 +124,10 @@ def write_lstmvis(
         seq_len: window length of the run (memory: one ``[1, seq_len, D]`` window per state).
         extra: entries added to every batch (e.g. ``lam`` ``[K]`` for the factorized LM).
         name, description: shown by LSTMVis.
-        dtype: of the stored states: ``float32``, or ``float16`` for half the size (relative
-            error ≤ 5e-4; an LSTM-320's cell and hidden states over 48,849 symbols: 125 → 62.5 MB).
+        dtype: of the stored states: ``float32``, or ``float16`` for half the size (float16's
+            rounding: a relative error of at most 2⁻¹¹).
         compression: ``gzip`` or ``lzf`` (HDF5 filters with byte shuffling, lossless, read by
-            h5py without settings; states compress little: gzip 125 → 108 MB at 1.4× the
-            write time, 62.5 → 54.5 MB on float16); None: none.
+            h5py without settings; states compress little, measured in docs/exports.md); None: none.
     Returns:
         the folder.
     """
