@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,13 @@ def wandb_log(run_folder: Path, *needles: bytes, timeout: float = 60.0) -> bytes
         if all(n in log for n in needles) or time.monotonic() > deadline:
             return log
         time.sleep(0.5)
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a test's process group to meet on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def quiet_trainer(**settings: Any) -> L.Trainer:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -31,7 +30,7 @@ from memsig.probe.signature import Signature
 from memsig.resolvers import PROJECT_ROOT
 from memsig.vocab import Vocab
 
-from conftest import TINY_RUN, compose_cfg, quiet_trainer
+from conftest import TINY_RUN, compose_cfg, free_port, quiet_trainer
 
 RUN = [*TINY_RUN, "trainer.max_epochs=2"]
 # Rounding only (the sums of 2 ranks' gradients against those of one batch), grown over 2 epochs
@@ -74,12 +73,6 @@ def test_rank_zero_logs_the_loss_over_the_whole_dev_and_test_sets(ddp_run: Path,
     assert result["metrics"]["test/loss"] == pytest.approx(test["test/loss"], rel=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_slurm_tasks_train_as_the_ranks_lightning_starts(ddp_run: Path, tmp_path: Path):
     """``hydra/launcher=slurm`` run as the 2 tasks of a one-node Slurm job run it: each task started
     with the job's environment, which Lightning's SLURMEnvironment (set by the launcher config)
@@ -94,7 +87,7 @@ def test_slurm_tasks_train_as_the_ranks_lightning_starts(ddp_run: Path, tmp_path
         "SLURM_NTASKS_PER_NODE": "2",
         "SLURM_NODEID": "0",
         "SLURM_NODELIST": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
     }
     logs = [tmp_path / f"task{k}.log" for k in range(2)]
     with ExitStack() as files:
@@ -187,7 +180,7 @@ def test_two_rank_ridge_preview_counts_the_one_rank_confusion(random_dm, tmp_pat
     would start (its environment, set here): every confusion count of the 1-process preview."""
     one = RidgeProbe(**RIDGE).fit(DelayLine(Vocab(), k=3), random_dm)
     code = RIDGE_RANK.format(paths=[str(PROJECT_ROOT / d) for d in ("tests", "scripts")], options=RIDGE)
-    group = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    group = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     outs = [tmp_path / f"rank{k}.npy" for k in range(2)]
     tasks = [
         subprocess.Popen(

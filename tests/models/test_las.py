@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -17,7 +15,7 @@ from memsig.models.las.decode import beam_search, ctc_greedy, greedy
 from memsig.models.las.listener import stack_frames
 from memsig.vocab import Vocab
 
-from conftest import quiet_trainer
+from conftest import free_port, quiet_trainer
 
 VOCAB = Vocab()
 TINY = dict(
@@ -240,10 +238,7 @@ def test_two_ranks_log_the_dev_loss_of_every_utterance(tmp_path) -> None:
     """Under DDP the speech loader deals dev batches round-robin, so ranks hold unequal numbers of
     utterances: the loss each rank logs is the mean over all ranks' utterances, that of one
     process reading them all, not the mean of the ranks' means."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(tmp_path / "loss")), nprocs=2)
+    mp.spawn(_rank, args=(free_port(), str(tmp_path / "loss")), nprocs=2)
     ranks = [torch.load(tmp_path / f"loss.{r}") for r in range(2)]
     one = _logged_eval_loss(EVAL_SHARES[0] + EVAL_SHARES[1])
     means = [_logged_eval_loss(share) for share in EVAL_SHARES]
