@@ -317,8 +317,8 @@ def vector_scaling(z: Tensor, y: Tensor, v: Tensor, iterations: int = 30) -> tup
     damped Newton on held-out positions, moves each symbol's decision boundary to where the
     cross-entropy says it belongs; this changes recall, not only cross-entropy. Each lag is its
     own convex problem in ``2C`` parameters (a tiny ridge, 1e-6 per position, keeps it bounded
-    when a lag is separable or a symbol is absent), solved one lag at a time so that ``[N, C]`` stays in
-    cache (faster than all lags batched).
+    when a lag is separable or a symbol is absent), solved one lag at a time so that ``[N, C]``
+    stays in cache (faster than all lags batched).
 
     Args:
         z: ``[K, N, C]`` ridge scores of N held-out positions per lag.
