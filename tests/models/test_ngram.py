@@ -65,6 +65,15 @@ def test_probabilities_sum_to_one_for_every_context_length(lm, dm):
     torch.testing.assert_close(lm.next_log_probs(context, used), lm.next_log_probs(context, length), rtol=0, atol=0)
 
 
+def test_scoring_some_symbols_gives_their_columns_of_the_distribution(lm, dm):
+    text = dm.ids("test").long()
+    context = text[:800].view(200, 4)
+    length = torch.arange(200) % 5
+    symbols = torch.stack([text[800:1000], text[1000:1200] % 7], 1)  # [200, 2], repeats included
+    full = lm.next_log_probs(context, length)
+    assert torch.equal(lm.next_log_probs(context, length, symbols), full.gather(1, symbols))
+
+
 def test_perplexity_matches_a_hand_computed_kneser_ney():
     """Order 2 fitted on "abaabbac" over {a, b, c, d}, scored on "bacdb", worked out by hand."""
     vocab = Vocab("abcd", digit_symbol=None)

@@ -11,7 +11,7 @@ from memsig.data.text import TextDataModule
 from memsig.models.delay_line import DelayLine
 from memsig.models.ngram import NGramLM
 from memsig.probe import MLPProbe
-from memsig.probe.backward import backward_baseline
+from memsig.probe.backward import backward_baseline, scored_baseline
 from memsig.probe.signature import BACKWARD, GIVEN, Signature
 from memsig.vocab import Vocab
 
@@ -92,6 +92,23 @@ def test_the_probes_baseline_is_the_backward_baseline_on_the_same_positions(mark
     np.testing.assert_array_equal(sig.confusion[i], base.confusion[0] * sig.seeds)
     np.testing.assert_allclose(sig.ce_bits[i], base.ce_bits[0], atol=1e-4)
     assert sig.meta["probe"]["later_symbols"] == base.meta["probe"]["later_symbols"]
+
+
+def test_the_probes_scored_baseline_is_the_fitted_one(markov_delay, markov_dm):
+    """baseline.npz comes from the probe's own ``backward`` row when the orders agree: the same
+    counts, blocks, cross-entropy, prior and intervals as fitting and scoring it again."""
+    sig = markov_delay
+    fitted = backward_baseline(markov_dm, sig.lags, order=4, block_len=sig.meta["probe"]["block_len"])
+    scored = scored_baseline(sig, 4)
+    assert scored is not None and scored.states == fitted.states and scored.seeds == 1
+    for name in ("confusion", "block_correct", "block_support"):
+        np.testing.assert_array_equal(getattr(scored, name), getattr(fitted, name), err_msg=name)
+    np.testing.assert_allclose(scored.ce_bits, fitted.ce_bits, atol=1e-4)
+    np.testing.assert_allclose(scored.prior, fitted.prior, atol=1e-6)
+    np.testing.assert_allclose(np.stack(scored.accuracy_ci()), np.stack(fitted.accuracy_ci()), atol=1e-9)
+    assert scored.meta["probe"] == fitted.meta["probe"]
+    assert scored_baseline(sig, 5) is None  # another order: fit it
+    assert scored_baseline(sig.select(["delay"]), 4) is None  # no baseline scored
 
 
 def test_over_iid_text_conditional_memory_is_unconditional_memory(random_dm, one_thread):

@@ -137,15 +137,18 @@ class NGramLM(nn.Module):
             p = torch.where(seen[:, None], ((c - d).clamp(min=0) + d * types[ci, None] * p) / total[ci, None], p)
         return p
 
-    def next_log_probs(self, context: Tensor, length: Tensor) -> Tensor:
-        """Log-probabilities ``[P, V]`` (float64) of the next symbol.
+    def next_log_probs(self, context: Tensor, length: Tensor, symbols: Tensor | None = None) -> Tensor:
+        """Log-probabilities ``[P, V]`` (float64) of the next symbol, or ``[P, W]`` of the given ones.
 
         Args:
             context: ``[P, n-1]`` ids in reading order, right-aligned (``context[:, -1]`` is
                 the symbol just seen); only the last ``length`` entries are read.
             length: ``[P]`` available context, 0 … n−1.
+            symbols: ``[P, W]`` ids to score (the same values as those columns of the full
+                distribution, at W/V of its cost); None scores every symbol.
         """
-        symbols = torch.arange(len(self.vocab), device=context.device).expand(len(context), -1)
+        if symbols is None:
+            symbols = torch.arange(len(self.vocab), device=context.device).expand(len(context), -1)
         return self._probs(context, length, symbols).log()
 
     def used_context(self, context: Tensor, length: Tensor) -> Tensor:

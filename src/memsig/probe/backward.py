@@ -63,16 +63,21 @@ class BackwardDecoder:
         self.prior = torch.bincount(reversed_train, minlength=len(datamodule.vocab)).double()
         self.prior_logp = (self.prior / self.prior.sum()).log()
 
-    def context_log_probs(self, context: Tensor) -> Tensor:
-        """``[P, C]`` float64 from contexts ``[P, n]`` in reading order (:func:`later_context`)."""
+    def context_log_probs(self, context: Tensor, symbols: Tensor | None = None) -> Tensor:
+        """``[P, C]`` float64 from contexts ``[P, n]`` in reading order (:func:`later_context`), or
+        ``[P, W]`` of the given ``symbols`` ``[P, W]`` only (the same values, at W/C of the cost)."""
         n = context.shape[1]
         if n == 0:
-            return self.prior_logp.expand(len(context), -1)
-        return self.models[n].next_log_probs(context, torch.full((len(context),), n, dtype=torch.long))
+            prior = self.prior_logp.expand(len(context), -1)
+            return prior if symbols is None else prior.gather(1, symbols)
+        length = torch.full((len(context),), n, dtype=torch.long)
+        return self.models[n].next_log_probs(context, length, symbols)
 
-    def log_probs(self, ext: Tensor, lead: int, rows: Tensor, cols: Tensor, lag: int, n: int) -> Tensor:
-        """``[P, C]`` float64."""
-        return self.context_log_probs(later_context(ext, lead, rows, cols, lag, n))
+    def log_probs(
+        self, ext: Tensor, lead: int, rows: Tensor, cols: Tensor, lag: int, n: int, symbols: Tensor | None = None
+    ) -> Tensor:
+        """``[P, C]`` float64, or ``[P, W]`` of ``symbols`` (:meth:`context_log_probs`)."""
+        return self.context_log_probs(later_context(ext, lead, rows, cols, lag, n), symbols)
 
     def most_later(self, lag: int) -> int:
         """The most later symbols it can read at ``lag``."""
@@ -83,7 +88,7 @@ class BackwardDecoder:
         dev_nll = np.zeros((len(lags), self.width + 1))
         for j, ext, lead, rows, cols, y, _ in _targets(datamodule, "dev", lags):
             for n in range(self.most_later(lags[j]) + 1):
-                dev_nll[j, n] -= float(self.log_probs(ext, lead, rows, cols, lags[j], n).gather(1, y[:, None]).sum())
+                dev_nll[j, n] -= float(self.log_probs(ext, lead, rows, cols, lags[j], n, y[:, None]).sum())
         return [int(np.argmin(dev_nll[j, : self.most_later(lag) + 1])) for j, lag in enumerate(lags)]
 
 
@@ -220,4 +225,29 @@ def backward_baseline(
         {"probe": {**settings, "block_len": block_len}, **(meta or {})},
         block_correct=np.rint(correct[None]).astype(np.int64),
         block_support=support.astype(np.int64),
+    )
+
+
+def scored_baseline(sig: Signature, order: int) -> Signature | None:
+    """The baseline as :func:`backward_baseline` would score it, taken from a probe signature that
+    already scored it as its state ``"backward"`` (an MLP probe with ``baseline_order`` =
+    ``order``) rather than fitted again; None when ``sig`` has no such state."""
+    probe = sig.meta.get("probe", {})
+    if STATE not in sig.states or probe.get("baseline_order") != order or sig.block_correct is None:
+        return None
+    base = sig.select([STATE])
+    settings = {"kind": "backward_context", "order": order, "lags": list(sig.lags)}
+    meta = {key: sig.meta[key] for key in ("data", "split", "checkpoint") if key in sig.meta}
+    return Signature(
+        [STATE],
+        list(sig.lags),
+        list(sig.symbols),
+        base.confusion // sig.seeds,  # the same row in every seed's set
+        base.ce_bits,
+        sig.prior,
+        None,
+        {"probe": {**settings, "later_symbols": probe["later_symbols"], "block_len": probe["block_len"]}, **meta},
+        sig.min_support,
+        block_correct=base.block_correct[:1],
+        block_support=base.block_support,
     )

@@ -149,16 +149,20 @@ def write_baseline(
     """The backward-context baseline beside a signature of text symbols (``baseline`` in
     ``conf/probe.yaml``, ``signature.baseline`` in ``conf/train.yaml``; :mod:`memsig.probe.backward`):
     ``out/baseline.npz`` on the signature's lags and test blocks, and in ``figures`` its heatmap and
-    per real state the recall, the baseline and the lift (signature − baseline) side by side. ``(None, [])`` for other data or targets,
-    or with a null ``settings``."""
+    per real state the recall, the baseline and the lift (signature − baseline) side by side. The
+    baseline the probe already scored as its state ``backward`` serves when its order is
+    ``settings.order``; otherwise it is fitted here. ``(None, [])`` for other data or targets, or
+    with a null ``settings``."""
     from memsig.plots import memory_and_inference, save_figure, signature_heatmap
-    from memsig.probe.backward import STATE, backward_baseline, reads_text
+    from memsig.probe.backward import STATE, backward_baseline, reads_text, scored_baseline
 
     probe = sig.meta.get("probe", {})
     if not settings or not reads_text(datamodule) or probe.get("target", "symbol") != "symbol":
         return None, []
     meta = {key: sig.meta[key] for key in ("data", "split", "checkpoint") if key in sig.meta}
-    base = backward_baseline(datamodule, sig.lags, settings.order, probe.get("block_len", 256), meta)
+    base = scored_baseline(sig, settings.order) or backward_baseline(
+        datamodule, sig.lags, settings.order, probe.get("block_len", 256), meta
+    )
     base.save(out / "baseline.npz")
     note = f"x_(t−δ) from the {base.meta['probe']['order'] - 1} or fewer symbols after it, no state"
     paths = save_figure(signature_heatmap(base, STATE, note), figures / "heatmap_baseline", formats)
