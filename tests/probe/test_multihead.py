@@ -103,7 +103,7 @@ def test_model_stays_frozen_and_out_of_the_probe(random_dm):
     probe = MultiHeadProbe(lm, lags=[1, 2], width=8, controls=["random"])
     assert not any(k.startswith(("_source", "source")) for k in probe.state_dict())
     assert sum(p.numel() for p in probe.parameters()) == sum(p.numel() for p in probe.heads.parameters())
-    memsig.probe(lm, random_dm, lags=[1, 2], width=8, controls=["random"], progress=False)
+    memsig.probe(lm, random_dm, lags=[1, 2], width=8, controls=["random"], max_steps=50, progress=False)
     assert all(torch.equal(before[k], v) for k, v in lm.state_dict().items())
     assert probe.widths == {"layer1.c": 8}
 
@@ -132,6 +132,9 @@ def test_trained_lm_recall_falls_with_lag(trained_lm, tmp_path):
         lags=[1, 2, 4, 8, 16],
         width=64,
         controls=[],
+        eval_every=25,
+        patience=3,
+        anneals=1,
         progress=False,
     )
     acc = sig.accuracy[sig.index("layer1.c")]
@@ -155,8 +158,11 @@ def test_bigram_targets_use_the_same_machinery(random_dm):
         lags=[1, 2, 4],
         target="bigram",
         width=128,
-        lr=0.01,
+        lr=0.03,
         controls=[],
+        eval_every=25,
+        patience=3,
+        anneals=1,
         progress=False,
     )
     assert len(sig.symbols) == 31 * 31 and sig.symbols[VOCAB.alphabet.index("a") * 31 + 1] == "aa"
