@@ -228,16 +228,15 @@ def backward_baseline(
     )
 
 
-def scored_baseline(sig: Signature, order: int) -> Signature | None:
-    """The baseline as :func:`backward_baseline` would score it, taken from a probe signature that
-    already scored it as its state ``"backward"`` (an MLP probe with ``baseline_order`` =
-    ``order``) rather than fitted again; None when ``sig`` has no such state."""
+def scored_baseline(sig: Signature, order: int, meta: dict[str, Any] | None = None) -> Signature | None:
+    """The baseline as :func:`backward_baseline` would score it (``meta`` as there), taken from a
+    probe signature that already scored it as its state ``"backward"`` (an MLP probe with
+    ``baseline_order`` = ``order``) rather than fitted again; None when ``sig`` has no such state."""
     probe = sig.meta.get("probe", {})
     if STATE not in sig.states or probe.get("baseline_order") != order or sig.block_correct is None:
         return None
     base = sig.select([STATE])
     settings = {"kind": "backward_context", "order": order, "lags": list(sig.lags)}
-    meta = {key: sig.meta[key] for key in ("data", "split", "checkpoint") if key in sig.meta}
     return Signature(
         [STATE],
         list(sig.lags),
@@ -246,7 +245,10 @@ def scored_baseline(sig: Signature, order: int) -> Signature | None:
         base.ce_bits,
         sig.prior,
         None,
-        {"probe": {**settings, "later_symbols": probe["later_symbols"], "block_len": probe["block_len"]}, **meta},
+        {
+            "probe": {**settings, "later_symbols": probe["later_symbols"], "block_len": probe["block_len"]},
+            **(meta or {}),
+        },
         sig.min_support,
         block_correct=base.block_correct[:1],
         block_support=base.block_support,

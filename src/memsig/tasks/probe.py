@@ -160,7 +160,7 @@ def write_baseline(
     if not settings or not reads_text(datamodule) or probe.get("target", "symbol") != "symbol":
         return None, []
     meta = {key: sig.meta[key] for key in ("data", "split", "checkpoint") if key in sig.meta}
-    base = scored_baseline(sig, settings.order) or backward_baseline(
+    base = scored_baseline(sig, settings.order, meta) or backward_baseline(
         datamodule, sig.lags, settings.order, probe.get("block_len", 256), meta
     )
     base.save(out / "baseline.npz")
