@@ -111,11 +111,27 @@ def test_the_probes_scored_baseline_is_the_fitted_one(markov_delay, markov_dm):
     assert scored_baseline(sig.select(["delay"]), 4) is None  # no baseline scored
 
 
+def test_a_decoder_of_the_prior_alone_holds_nothing_where_test_frequencies_differ():
+    """All a state holds is measured against the training prior's cross-entropy on the decoder's
+    own test positions, not against the prior's entropy: a decoder that learned only the prior
+    holds 0 bits even where the test split's frequencies are not the training split's."""
+    prior = np.array([0.75, 0.25])
+    support = np.array([[1, 3], [2, 2]])  # [K, C] test positions per lag and true symbol
+    confusion = np.zeros((1, 2, 2, 2), dtype=np.int64)
+    confusion[0, :, :, 0] = support  # always answers the likelier symbol
+    prior_ce = -(support * np.log2(prior)).sum(-1) / support.sum(-1)
+    sig = Signature(["prior only"], [1, 2], ["a", "b"], confusion, prior_ce[None], prior, min_support=1)
+    np.testing.assert_allclose(sig.prior_ce_bits[0], [1.6038, 1.2075], atol=1e-4)
+    np.testing.assert_allclose(sig.info_bits, 0.0, atol=1e-12)
+    seen_once = Signature(["s"], [1, 2], ["a", "b"], confusion, prior_ce[None], np.array([1.0, 0.0]))
+    assert np.isfinite(seen_once.prior_ce_bits).all()  # an unseen target: the rarest seen one's probability
+
+
 def test_over_iid_text_conditional_memory_is_unconditional_memory(random_dm, one_thread):
     """Nothing about an i.i.d. symbol is implied by its neighbours: the baseline is the prior, so
-    what a state holds beyond inference is all it holds (H(prior) − CE)."""
+    what a state holds beyond inference is all it holds (CE(prior) − CE)."""
     sig = conditional_probe([1, 3], controls=[], seeds=1).fit(DelayLine(VOCAB, k=2), random_dm, progress=False)
-    np.testing.assert_allclose(sig.ce_bits[sig.index(BACKWARD)], sig.prior_entropy_bits, atol=0.05)
+    np.testing.assert_allclose(sig.ce_bits[sig.index(BACKWARD)], sig.prior_ce_bits[sig.index(BACKWARD)], atol=0.05)
     bits = sig.conditional_bits("delay")["bits"]
     np.testing.assert_allclose(bits, sig.info_bits[sig.index("delay")], atol=0.05)
     assert bits[0] > 4.0 and abs(bits[1]) < 0.02

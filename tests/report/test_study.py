@@ -82,7 +82,7 @@ def test_report_py_writes_both_renderings_of_signature_files(tmp_path: Path, cap
 
 def test_memory_against_perplexity_is_in_bits_beyond_inference_where_every_signature_has_them(tmp_path: Path):
     """Two train runs (test perplexity 4.413 each): their signatures alone give all the state holds
-    (Σ H(prior) − CE over the lags, no interval); with the baseline's decoders, the bits beyond
+    (Σ CE(prior) − CE over the lags, no interval); with the baseline's decoders, the bits beyond
     inference built into them, with intervals; one without them puts both back on the first measure."""
     runs = [write_train_run(tmp_path / name, memory, seed) for name, memory, seed in (("a", 2.0, 0), ("b", 4.0, 1))]
     plain = [run / "signatures" / "main.npz" for run in runs]
@@ -91,7 +91,7 @@ def test_memory_against_perplexity_is_in_bits_beyond_inference_where_every_signa
         given.append(with_conditional(Signature.load(path)).save(run / "signatures" / "given.npz"))
     settings = StudySettings(n_boot=20)
     rows = Study.from_signatures(plain, ["a", "b"], settings).memory_rows()
-    held = "bits of the past in the state (H(prior) − CE), δ = 1…6"
+    held = "bits of the past in the state (CE(prior) − CE), δ = 1…6"
     for row, path in zip(rows, plain):
         sig = Signature.load(path)
         assert row["state"] == STATES[0] and row["test ppl"] == 4.413 and row["test bits/char"] == 2.142

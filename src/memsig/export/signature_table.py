@@ -17,7 +17,7 @@ CSV (:func:`write_signature_csv`, schema ``memsig.signature.csv/1``): one row pe
 ``forward_recall`` the model's own next-symbol accuracy on the symbol (empty if unknown)
 ``accuracy``       overall recall of (state, lag) — repeated on its symbols' rows
 ``ce_bits``        the decoder's test cross-entropy in bits, per (state, lag)
-``info_bits``      H(prior) − ce_bits, per (state, lag)
+``info_bits``      CE(prior) − ce_bits on the same test positions, per (state, lag)
 ``majority_rate``  accuracy of always answering the most frequent symbol, per (state, lag)
 =================  ===========================================================
 

@@ -343,7 +343,7 @@ def memory_bits(sig: Signature, state: str, beyond: bool) -> tuple[float, float,
     """The memory of ``state`` summed over the lags, in bits, with its 95 % interval: beyond
     inference (:meth:`~memsig.probe.signature.Signature.conditional_bits`; ``state`` must be one of
     :attr:`~memsig.probe.signature.Signature.given_states`) if ``beyond``, else all the state holds
-    about the past, ``Σ_{δ ≥ 1} H(prior) − CE`` (no interval: NaN)."""
+    about the past, ``Σ_{δ ≥ 1} CE(prior) − CE`` (no interval: NaN)."""
     if beyond:
         c = sig.conditional_bits(state)
         return c["total"], c["total_low"], c["total_high"]
@@ -359,7 +359,7 @@ def memory_points(sigs: dict[str, Signature], states: dict[str, str], perplexity
     beyond = bool(names) and all(states[n] in sigs[n].given_states for n in names)
     bits = np.array([memory_bits(sigs[n], states[n], beyond) for n in names], dtype=float).reshape(-1, 3)
     lags = sorted({lag for n in names for lag in sigs[n].lags if lag >= 1})
-    measure = BITS if beyond else "bits of the past in the state (H(prior) − CE)"
+    measure = BITS if beyond else "bits of the past in the state (CE(prior) − CE)"
     return Points(
         names,
         np.array([perplexity[n] for n in names], dtype=float),

@@ -100,11 +100,6 @@ def block_weights(b: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).multinomial(b, np.full(b, 1 / b), size=n_boot).astype(np.float64)
 
 
-def entropy_bits(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
-
-
 @dataclass
 class Signature:
     """Recall of the probed states (see module docstring).
@@ -230,13 +225,20 @@ class Signature:
         return (lo <= base) & (base <= hi)
 
     @property
-    def prior_entropy_bits(self) -> float:
-        return entropy_bits(self.prior)
+    def prior_ce_bits(self) -> np.ndarray:
+        """``[S, K]`` test cross-entropy in bits of guessing by the training prior, on each decoder's
+        own test positions: what a decoder that learned nothing but the prior scores (NaN as
+        :attr:`accuracy`). A target never seen in training gets the rarest seen target's probability."""
+        seen = self.prior > 0
+        log_prior = np.log2(np.where(seen, self.prior, self.prior[seen].min()))
+        support = self.support
+        return _rate(-(support * log_prior).sum(-1), support.sum(-1))
 
     @property
     def info_bits(self) -> np.ndarray:
-        """``[S, K]`` information kept: ``H(prior) - CE`` in bits (0 = no better than the prior)."""
-        return self.prior_entropy_bits - self.ce_bits
+        """``[S, K]`` information kept: ``CE(prior) - CE`` in bits, both on the decoder's test
+        positions (0 = no better than the prior; :attr:`prior_ce_bits`)."""
+        return self.prior_ce_bits - self.ce_bits
 
     @property
     def majority_rate(self) -> np.ndarray:
@@ -374,7 +376,7 @@ class Signature:
 
     def memory_table(self) -> str:
         """Bits per lag (rows) of each state with a ``given:`` decoder (columns): what it holds about
-        ``x_{t-δ}`` (``H(prior) − CE``) and, after the slash, what it holds beyond what the later
+        ``x_{t-δ}`` (``CE(prior) − CE``, :attr:`info_bits`) and, after the slash, what it holds beyond what the later
         symbols imply (:meth:`conditional_bits`, ± the half-width of its interval); the last row sums
         the lags. Empty without the baseline's decoders."""
         states = self.given_states
