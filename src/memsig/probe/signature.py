@@ -376,9 +376,9 @@ class Signature:
 
     def memory_table(self) -> str:
         """Bits per lag (rows) of each state with a ``given:`` decoder (columns): what it holds about
-        ``x_{t-δ}`` (``CE(prior) − CE``, :attr:`info_bits`) and, after the slash, what it holds beyond what the later
-        symbols imply (:meth:`conditional_bits`, ± the half-width of its interval); the last row sums
-        the lags. Empty without the baseline's decoders."""
+        ``x_{t-δ}`` (``CE(prior) − CE``, :attr:`info_bits`) and, after the slash, what it holds
+        beyond what the later symbols imply (:meth:`conditional_bits`, ± the half-width of its
+        interval); the last row sums the lags. Empty without the baseline's decoders."""
         states = self.given_states
         if not states:
             return ""
