@@ -162,6 +162,23 @@ def test_conditional_bits_round_trip_and_need_their_decoders(markov_delay, tmp_p
         plain.conditional_bits("delay")
 
 
+def test_a_signature_cut_to_some_lags_measures_them_as_the_whole_did(markov_delay):
+    """``select(lags=...)`` keeps each lag's counts, so recall, intervals and bits at those lags are
+    the whole signature's, and the total beyond inference is their sum."""
+    sig, keep = markov_delay, [3, 1]
+    cut, ks = sig.select(lags=keep), [sig.lags.index(lag) for lag in keep]
+    assert cut.lags == keep and cut.states == sig.states
+    np.testing.assert_array_equal(cut.accuracy, sig.accuracy[:, ks])
+    np.testing.assert_array_equal(cut.accuracy_ci()[0], sig.accuracy_ci()[0][:, ks])
+    np.testing.assert_allclose(cut.info_bits, sig.info_bits[:, ks])
+    whole, part = sig.conditional_bits("delay"), cut.conditional_bits("delay")
+    np.testing.assert_allclose(part["bits"], whole["bits"][ks])
+    assert part["total"] == pytest.approx(whole["bits"][ks].sum()) and part["total_high"] > part["total"]
+    assert part["total"] < whole["total"]  # lag 2 of the delay line holds bits too
+    with pytest.raises(KeyError, match=r"lags \[9\] not in signature"):
+        sig.select(lags=[1, 9])
+
+
 def test_conditional_decoders_need_cached_symbol_targets():
     with pytest.raises(ValueError, match="probe.baseline_order"):
         MLPProbe(baseline_order=4, cache=False).module(DelayLine(VOCAB, k=2))

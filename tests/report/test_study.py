@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memsig.plots.specs import BITS
+from memsig.plots.specs import BITS, memory_points
 from memsig.probe.signature import Signature
 from memsig.report import Study, StudySettings, study_page, write_page, write_static
 from memsig.report.__main__ import main as report_main
@@ -110,3 +110,23 @@ def test_memory_against_perplexity_is_in_bits_beyond_inference_where_every_signa
     assert "memory_vs_perplexity.png" in names
     assert [t.name for t in figures["study/memory"].data] == ["a", "b"]
     assert figures["study/memory"].data[0].error_y.array[0] > 0
+
+
+def test_memory_of_signatures_probed_at_different_lags_is_summed_over_the_lags_they_share(tmp_path: Path):
+    """A signature of lags 1–6 beside one cut to lags 1–4: both are summed over 1–4, the label says
+    so and a note names the lags left out, rather than comparing sums over different lags."""
+    runs = [write_train_run(tmp_path / name, memory, seed) for name, memory, seed in (("a", 2.0, 0), ("b", 4.0, 1))]
+    sigs = [with_conditional(Signature.load(run / "signatures" / "main.npz")) for run in runs]
+    paths = [
+        sigs[0].save(runs[0] / "signatures" / "given.npz"),
+        sigs[1].select(lags=[1, 2, 3, 4]).save(runs[1] / "signatures" / "given.npz"),
+    ]
+    study = Study.from_signatures(paths, ["a", "b"], StudySettings(n_boot=20))
+    points = study.memory()
+    assert points.ylabel == f"{BITS}, δ = 1…4"
+    assert points.notes[-1] == "summed over the lags every signature has; left out: δ = 5…6"
+    for name, sig, bits in zip(points.names, sigs, points.y):
+        assert bits == pytest.approx(sig.conditional_bits(STATES[0])["bits"][:4].sum()), name
+    apart = {"a": sigs[0].select(lags=[1, 2]), "b": sigs[1].select(lags=[3, 4])}
+    with pytest.raises(ValueError, match="a, b share no lag ≥ 1 to sum memory over"):
+        memory_points(apart, {"a": STATES[0], "b": STATES[0]}, {"a": 4.4, "b": 4.4})

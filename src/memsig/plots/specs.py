@@ -166,6 +166,13 @@ def _lags(lags: Sequence[int]) -> list[str]:
     return [str(lag) for lag in lags]
 
 
+def _lag_span(lags: Sequence[int]) -> str:
+    """``1…20`` for consecutive lags, else the lags listed."""
+    if list(lags) == list(range(lags[0], lags[-1] + 1)):
+        return f"{lags[0]}…{lags[-1]}"
+    return ", ".join(_lags(lags))
+
+
 def nan_note(values: np.ndarray, min_support: int) -> tuple[str, ...]:
     """The note for cells without an estimate, if ``values`` has any."""
     if np.isnan(values).any():
@@ -352,14 +359,25 @@ def memory_bits(sig: Signature, state: str, beyond: bool) -> tuple[float, float,
 
 
 def memory_points(sigs: dict[str, Signature], states: dict[str, str], perplexity: dict[str, float]) -> Points:
-    """Memory (:func:`memory_bits` of each signature's compared state) against test perplexity, one
-    point per signature with a perplexity: bits beyond inference where every one has them, else all
-    the state holds (one measure for every point)."""
+    """Memory (:func:`memory_bits` of each signature's compared state, summed over the lags ≥ 1 that
+    every point's signature has) against test perplexity, one point per signature with a
+    perplexity: bits beyond inference where every one has them, else all the state holds (one
+    measure and one set of lags for every point; lags in only some signatures are named in a note).
+    ValueError if the signatures share no lag ≥ 1."""
     names = [n for n in sigs if n in perplexity]
     beyond = bool(names) and all(states[n] in sigs[n].given_states for n in names)
-    bits = np.array([memory_bits(sigs[n], states[n], beyond) for n in names], dtype=float).reshape(-1, 3)
-    lags = sorted({lag for n in names for lag in sigs[n].lags if lag >= 1})
+    lags = [lag for lag in sigs[names[0]].lags if lag >= 1 and all(lag in sigs[n].lags for n in names)] if names else []
+    left_out = sorted({lag for n in names for lag in sigs[n].lags if lag >= 1} - set(lags))
+    if names and not lags:
+        raise ValueError(
+            f"{', '.join(names)} share no lag ≥ 1 to sum memory over; probe them at common lags (probe.lags)"
+        )
+    cut = {n: sigs[n].select(lags=lags) for n in names}
+    bits = np.array([memory_bits(cut[n], states[n], beyond) for n in names], dtype=float).reshape(-1, 3)
     measure = BITS if beyond else "bits of the past in the state (CE(prior) − CE)"
+    notes = ("bars: 95 % interval (probe seeds and test blocks)",) if beyond else ()
+    if left_out:
+        notes += (f"summed over the lags every signature has; left out: δ = {_lag_span(left_out)}",)
     return Points(
         names,
         np.array([perplexity[n] for n in names], dtype=float),
@@ -367,9 +385,9 @@ def memory_points(sigs: dict[str, Signature], states: dict[str, str], perplexity
         bits[:, 1],
         bits[:, 2],
         "test perplexity",
-        f"{measure}, δ = {lags[0]}…{lags[-1]}" if lags else measure,
+        f"{measure}, δ = {_lag_span(lags)}" if lags else measure,  # no lags: no points
         "memory against perplexity",
-        ("bars: 95 % interval (probe seeds and test blocks)",) if beyond else (),
+        notes,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from functools import singledispatch
 from pathlib import Path
 
@@ -68,8 +69,9 @@ def _heatmap(ax: Axes, spec: Heatmap, ylabel: bool = True) -> AxesImage:
 
 
 def _notes(fig: Figure, notes: tuple[str, ...]) -> None:
+    """The notes under the figure, wrapped to its width (8-point text: about 15 characters an inch)."""
     if notes:
-        fig.supxlabel("; ".join(notes), fontsize=8)
+        fig.supxlabel("\n".join(textwrap.wrap("; ".join(notes), int(fig.get_figwidth() * 15))), fontsize=8)
 
 
 @singledispatch

@@ -309,23 +309,29 @@ class Signature:
         except ValueError:
             raise KeyError(f"state {state!r} not in signature; it has {self.states}") from None
 
-    def select(self, states: list[str]) -> Signature:
-        """A signature with only ``states`` (in that order)."""
-        idx = [self.index(s) for s in states]
+    def select(self, states: list[str] | None = None, lags: list[int] | None = None) -> Signature:
+        """A signature with only ``states`` and ``lags`` (in those orders; None: all). KeyError naming
+        a state or lag it does not have."""
+        idx = list(range(len(self.states))) if states is None else [self.index(s) for s in states]
+        missing = [lag for lag in lags or [] if lag not in self.lags]
+        if missing:
+            raise KeyError(f"lags {missing} not in signature; it has {self.lags}")
+        ks = list(range(len(self.lags))) if lags is None else [self.lags.index(lag) for lag in lags]
+        cells = np.ix_(idx, ks)
         return Signature(
-            list(states),
-            list(self.lags),
+            [self.states[i] for i in idx],
+            [self.lags[k] for k in ks],
             list(self.symbols),
-            self.confusion[idx],
-            self.ce_bits[idx],
+            self.confusion[cells],
+            self.ce_bits[cells],
             self.prior,
             self.forward_confusion,
             dict(self.meta),
             self.min_support,
             self.seeds,
-            None if self.block_correct is None else self.block_correct[:, :, idx],
-            None if self.block_support is None else self.block_support[:, idx],
-            None if self.block_nll is None else self.block_nll[:, :, idx],
+            None if self.block_correct is None else self.block_correct[:, :, idx][:, :, :, ks],
+            None if self.block_support is None else self.block_support[:, idx][:, :, ks],
+            None if self.block_nll is None else self.block_nll[:, :, idx][:, :, :, ks],
         )
 
     def provenance(self) -> str:
