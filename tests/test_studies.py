@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from memsig.models.checkpoint import CheckpointError
 from memsig.probe.signature import Signature
@@ -61,14 +62,20 @@ def test_gru_shakespeare_signature_has_heatmap_and_forward_accuracy(tmp_path: Pa
     assert (run / "signatures" / "main" / "lift_layer1.h.png").is_file()
 
 
-def test_kernel_size_study_reports_eight_models(tmp_path: Path, tiny_corpus: Path):
-    sweep = run_study("kernel_size_study", tmp_path / "sweep")
+def test_kernel_size_study_sweeps_the_papers_eight_models():
+    sweep = OmegaConf.load(PROJECT_ROOT / "conf" / "experiment" / "kernel_size_study.yaml").hydra.sweeper.params
+    assert (sweep["model.cell"], str(sweep["model.hidden_size"])) == ("gru,lstm", "80,160,320,640")
+
+
+def test_kernel_size_study_reports_every_model(tmp_path: Path, tiny_corpus: Path):
+    # the two smallest kernels of each cell: the path of all eight, in a fraction of the time
+    sweep = run_study("kernel_size_study", tmp_path / "sweep", True, "model.hidden_size=80,160")
     models = read_csv(sweep / "report" / "models.csv")
-    assert [m["model"] for m in models] == [f"{c}-{n}" for c in ("gru", "lstm") for n in (80, 160, 320, 640)]
+    assert [m["model"] for m in models] == [f"{c}-{n}" for c in ("gru", "lstm") for n in (80, 160)]
     assert all(float(m["test ppl"]) > 1 for m in models)
-    assert int(models[3]["params"]) > int(models[0]["params"])
+    assert int(models[1]["params"]) > int(models[0]["params"])
     recall = read_csv(sweep / "report" / "recall.csv")
-    assert [r["state"] for r in recall] == ["layer1.h"] * 4 + ["layer1.c"] * 4
+    assert [r["state"] for r in recall] == ["layer1.h"] * 2 + ["layer1.c"] * 2
     for name in ("marginal_recall.png", "side_by_side.png", "report.html", "report.md", "distances.csv"):
         assert (sweep / "report" / name).is_file(), name
     assert "gru-80" in (sweep / "report" / "report.html").read_text()
@@ -92,7 +99,7 @@ def test_architecture_study_trains_and_probes_every_family(tmp_path: Path, tiny_
 
 
 def test_depth_study_probes_every_layer_and_the_deep_decoder_control(tmp_path: Path, tiny_corpus: Path):
-    sweep = run_study("depth_study", tmp_path / "sweep")
+    sweep = run_study("depth_study", tmp_path / "sweep", True, "model.hidden_size=64")  # the path, not the size
     for job, cell in zip(("0", "1"), ("h", "c")):
         main = Signature.load(sweep / job / "signatures" / "main.npz")
         assert main.states == [f"layer{i}.{cell}" for i in range(1, 5)]
