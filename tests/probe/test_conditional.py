@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from memsig.models.delay_line import DelayLine
 from memsig.models.ngram import NGramLM
 from memsig.probe import MLPProbe
 from memsig.probe.backward import backward_baseline, scored_baseline
+from memsig.probe.multihead import unconverged_heads
 from memsig.probe.signature import BACKWARD, GIVEN, Signature
 from memsig.vocab import Vocab
 
@@ -177,6 +180,30 @@ def test_a_signature_cut_to_some_lags_measures_them_as_the_whole_did(markov_dela
     assert part["total"] < whole["total"]  # lag 2 of the delay line holds bits too
     with pytest.raises(KeyError, match=r"lags \[9\] not in signature"):
         sig.select(lags=[1, 9])
+
+
+def test_a_cut_signature_reports_only_the_decoders_it_holds(markov_delay):
+    """``select`` cuts the per-head records with the cells: the provenance counts the decoders the
+    cut holds, a head that did not converge outside the cut is not reported, and the baseline
+    taken from a lag cut reads the later symbols of those lags."""
+    sig = copy.deepcopy(markov_delay)
+    records = sig.meta["convergence"]
+    records["shuffled:delay@1.0#1"]["converged"][3] = False  # lag 4 of one control seed
+    heads = sum(len(r["converged"]) for r in records.values())
+    assert sig.provenance().startswith(f"MLP probe, 1 of {heads} NOT converged")
+    assert unconverged_heads(sig) == ["shuffled:delay δ=4 (seed 1)"]
+
+    cut = sig.select(lags=[3, 1])
+    assert cut.provenance().startswith(f"MLP probe, all {heads // 2} decoders converged")
+    assert cut.meta["convergence"]["delay@1.0#0"]["steps"] == [records["delay@1.0#0"]["steps"][k] for k in (2, 0)]
+    assert cut.meta["dev_loss"]["delay@1.0#1"] == [sig.meta["dev_loss"]["delay@1.0#1"][k] for k in (2, 0)]
+    reads = sig.meta["probe"]["later_symbols"]
+    assert scored_baseline(cut, 4).meta["probe"]["later_symbols"] == [reads[2], reads[0]]
+
+    mine = sig.select(["delay", BACKWARD, GIVEN + "delay"])
+    assert sorted(mine.meta["convergence"]) == ["delay@1.0#0", "delay@1.0#1", "given:delay@1.0#0", "given:delay@1.0#1"]
+    assert unconverged_heads(mine) == [] and mine.provenance().startswith("MLP probe, all 16 decoders converged")
+    assert sig.select(["shuffled:delay"], [4]).provenance().startswith("MLP probe, 1 of 2 NOT converged")
 
 
 def test_conditional_decoders_need_cached_symbol_targets():

@@ -63,7 +63,7 @@ from memsig.probe.backward import BackwardDecoder, LaterSymbolsTable
 from memsig.probe.cache import SplitStates, cached_split
 from memsig.probe.controls import check_controls, control_spec, random_copy
 from memsig.probe.heads import BatchedMLPHeads, HeadAdam
-from memsig.probe.signature import GIVEN, Signature
+from memsig.probe.signature import GIVEN, Signature, head_state
 from memsig.probe.targets import (
     LeftContext,
     bigram_labels,
@@ -710,8 +710,7 @@ def unconverged_heads(sig: Signature) -> list[str]:
     out = []
     lags = sig.lags
     for key, record in sig.meta.get("convergence", {}).items():
-        state, _, seed = key.rpartition("#")
-        state = state.rpartition("@")[0]
+        state, seed = head_state(key), key.rpartition("#")[2]
         for lag, ok in zip(lags, record["converged"]):
             if not ok:
                 out.append(f"{state} δ={lag}" + (f" (seed {seed})" if sig.seeds > 1 else ""))

@@ -326,13 +326,37 @@ class Signature:
             self.ce_bits[cells],
             self.prior,
             self.forward_confusion,
-            dict(self.meta),
+            self._cut_meta({self.states[i] for i in idx}, ks),
             self.min_support,
             self.seeds,
             None if self.block_correct is None else self.block_correct[:, :, idx][:, :, :, ks],
             None if self.block_support is None else self.block_support[:, idx][:, :, ks],
             None if self.block_nll is None else self.block_nll[:, :, idx][:, :, :, ks],
         )
+
+    def _cut_meta(self, states: set[str], ks: list[int]) -> dict[str, Any]:
+        """``meta`` as it describes a cut to ``states`` and the lags at indices ``ks``: the per-head
+        records (``convergence``, ``dev_loss``) of those states only, and every per-lag list (the
+        records', the probe's ``lags`` and ``later_symbols``) at those lags."""
+
+        def at(values: list[Any]) -> list[Any]:
+            return [values[k] for k in ks]
+
+        meta = dict(self.meta)
+        if "convergence" in meta:
+            meta["convergence"] = {
+                key: {name: at(values) for name, values in record.items()}
+                for key, record in meta["convergence"].items()
+                if head_state(key) in states
+            }
+        if "dev_loss" in meta:
+            meta["dev_loss"] = {
+                key: at(losses) for key, losses in meta["dev_loss"].items() if head_state(key) in states
+            }
+        probe = meta.get("probe")
+        if isinstance(probe, dict) and list(probe.get("lags") or []) == self.lags:
+            meta["probe"] = {**probe, **{name: at(probe[name]) for name in ("lags", "later_symbols") if name in probe}}
+        return meta
 
     def provenance(self) -> str:
         """Which probe produced the signature and, for a trained probe, whether every decoder
@@ -467,6 +491,11 @@ class Signature:
             and _same(self.block_support, other.block_support)
             and _same(self.block_nll, other.block_nll)
         )
+
+
+def head_state(key: str) -> str:
+    """The state of a per-head record's key ``<state>@<keep prob>#<seed>`` (``meta["convergence"]``)."""
+    return key.rpartition("#")[0].rpartition("@")[0]
 
 
 def bits_per_seed(diff: np.ndarray, support: np.ndarray) -> np.ndarray:
